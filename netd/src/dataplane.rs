@@ -152,7 +152,7 @@ pub enum KeyError {
         /// The epoch in use.
         current: Epoch,
     },
-    /// The epoch's phase is taken by another epoch still in use.
+    /// The epoch's phase is taken by the current epoch or by another key not yet used.
     #[error("{epoch} would evict {occupant}, still in use")]
     SlotBusy {
         /// The refused epoch.
@@ -344,7 +344,11 @@ impl<S: Suite> DataPlane<S> {
         }
         let slot = &mut self.recv[usize::from(key.epoch.phase())];
         if let Some(occupant) = slot {
-            if occupant.epoch != key.epoch {
+            // A retiring key (three epochs behind by now) only waits for stragglers and
+            // gives way early; the current key and keys not yet used are never evicted.
+            if occupant.retire_at.is_some() {
+                self.events.push_back(Event::RecvKeyErased { epoch: occupant.epoch });
+            } else if occupant.epoch != key.epoch {
                 return Err(KeyError::SlotBusy { epoch: key.epoch, occupant: occupant.epoch });
             }
         }
@@ -355,6 +359,7 @@ impl<S: Suite> DataPlane<S> {
             retire_at: None,
             traffic: Traffic::default(),
         });
+        self.arm_retire_timer();
         Ok(())
     }
 

@@ -1,1 +1,7 @@
+//! Test harness shared by yavipin's cross-crate tests: the two-peer simulator and the
+//! endpoints that run the protocol cores inside it.
 
+#![forbid(unsafe_code)]
+
+pub mod data_peer;
+pub mod sim;
