@@ -22,10 +22,7 @@ pub struct Compressor {
 
 impl core::fmt::Debug for Compressor {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Compressor")
-            .field("skip", &self.skip)
-            .field("backoff", &self.backoff)
-            .finish_non_exhaustive()
+        f.debug_struct("Compressor").field("skip", &self.skip).field("backoff", &self.backoff).finish_non_exhaustive()
     }
 }
 
@@ -54,17 +51,13 @@ impl Compressor {
         let out = &mut out[..limit];
         let shrank = self.deflate_into(prefix, payload, out);
         self.deflate.reset();
-        match shrank {
-            Some(len) => {
-                self.backoff = 1;
-                Some(len)
-            }
-            None => {
-                self.skip = self.backoff;
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                None
-            }
+        if shrank.is_some() {
+            self.backoff = 1;
+        } else {
+            self.skip = self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         }
+        shrank
     }
 
     fn deflate_into(&mut self, prefix: &[u8], payload: &[u8], out: &mut [u8]) -> Option<usize> {
@@ -125,12 +118,10 @@ impl Decompressor {
             Ok(Status::StreamEnd) if consumed == input.len() as u64 => {
                 usize::try_from(produced).map_err(|_| InflateError::TooLarge)
             }
-            Ok(Status::StreamEnd) | Err(_) => Err(InflateError::Corrupt),
             // Output full before the end of the stream: a bomb, or more than fits.
-            Ok(Status::Ok | Status::BufError) if produced == out.len() as u64 => {
-                Err(InflateError::TooLarge)
-            }
-            Ok(Status::Ok | Status::BufError) => Err(InflateError::Corrupt),
+            Ok(Status::Ok | Status::BufError) if produced == out.len() as u64 => Err(InflateError::TooLarge),
+            // Trailing bytes after the end, a truncated stream, or not deflate at all.
+            Ok(Status::StreamEnd | Status::Ok | Status::BufError) | Err(_) => Err(InflateError::Corrupt),
         }
     }
 }
@@ -163,7 +154,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         let mut out = [0u8; 1300];
@@ -202,7 +193,7 @@ mod tests {
         assert_eq!(d.decompress(&[0xff; 20], &mut out), Err(InflateError::Corrupt));
         let mut packed = [0u8; 64];
         let len = Compressor::new().compress(&[], &[7u8; 40], &mut packed).expect("shrinks");
-        assert_eq!(d.decompress(&packed[..len + 1], &mut out), Err(InflateError::Corrupt));
+        assert_eq!(d.decompress(&packed[..=len], &mut out), Err(InflateError::Corrupt));
         assert_eq!(d.decompress(&packed[..len - 1], &mut out), Err(InflateError::Corrupt));
     }
 }

@@ -279,12 +279,8 @@ impl<S: Suite> DataPlane<S> {
 
     /// Epochs with a receive key installed, oldest first.
     pub fn recv_epochs(&self) -> Vec<EpochTraffic> {
-        let mut epochs: Vec<_> = self
-            .recv
-            .iter()
-            .flatten()
-            .map(|r| EpochTraffic { epoch: r.epoch, traffic: r.traffic })
-            .collect();
+        let mut epochs: Vec<_> =
+            self.recv.iter().flatten().map(|r| EpochTraffic { epoch: r.epoch, traffic: r.traffic }).collect();
         epochs.sort_by_key(|e| e.epoch);
         epochs
     }
@@ -316,14 +312,18 @@ impl<S: Suite> DataPlane<S> {
 
     /// Switches sending to `key` at once; the previous send key is erased.
     pub fn install_send_key(&mut self, now: Instant, key: EpochKey) -> Result<(), KeyError> {
-        if let Some(current) = &self.send {
-            if key.epoch <= current.epoch {
-                return Err(KeyError::Stale { epoch: key.epoch, current: current.epoch });
-            }
+        let EpochKey { epoch, secret } = key;
+        if let Some(current) = &self.send
+            && epoch <= current.epoch
+        {
+            return Err(KeyError::Stale { epoch, current: current.epoch });
         }
+        let keys = S::derive(&secret);
+        // The secret is not needed once the keys are derived; dropping it erases it.
+        drop(secret);
         self.send = Some(SendState {
-            epoch: key.epoch,
-            keys: S::derive(&key.secret),
+            epoch,
+            keys,
             next_seq: 0,
             volume: 0,
             installed_at: now,
@@ -337,28 +337,26 @@ impl<S: Suite> DataPlane<S> {
     /// Makes `key` usable for receiving: the peer may switch to its epoch at any time.
     /// A key not yet used may be replaced by another for the same epoch.
     pub fn install_recv_key(&mut self, key: EpochKey) -> Result<(), KeyError> {
-        if let Some(current) = self.recv_current {
-            if key.epoch <= current {
-                return Err(KeyError::Stale { epoch: key.epoch, current });
-            }
+        let EpochKey { epoch, secret } = key;
+        if let Some(current) = self.recv_current
+            && epoch <= current
+        {
+            return Err(KeyError::Stale { epoch, current });
         }
-        let slot = &mut self.recv[usize::from(key.epoch.phase())];
+        let slot = &mut self.recv[usize::from(epoch.phase())];
         if let Some(occupant) = slot {
             // A retiring key (three epochs behind by now) only waits for stragglers and
             // gives way early; the current key and keys not yet used are never evicted.
             if occupant.retire_at.is_some() {
                 self.events.push_back(Event::RecvKeyErased { epoch: occupant.epoch });
-            } else if occupant.epoch != key.epoch {
-                return Err(KeyError::SlotBusy { epoch: key.epoch, occupant: occupant.epoch });
+            } else if occupant.epoch != epoch {
+                return Err(KeyError::SlotBusy { epoch, occupant: occupant.epoch });
             }
         }
-        *slot = Some(RecvState {
-            epoch: key.epoch,
-            keys: S::derive(&key.secret),
-            window: ReplayWindow::new(),
-            retire_at: None,
-            traffic: Traffic::default(),
-        });
+        let keys = S::derive(&secret);
+        drop(secret);
+        *slot =
+            Some(RecvState { epoch, keys, window: ReplayWindow::new(), retire_at: None, traffic: Traffic::default() });
         self.arm_retire_timer();
         Ok(())
     }
@@ -423,13 +421,12 @@ impl<S: Suite> DataPlane<S> {
         } else {
             None
         };
-        let body_len = match compressed_len {
-            Some(len) => len,
-            None => {
-                body[..prefix.len()].copy_from_slice(prefix);
-                body[prefix.len()..].copy_from_slice(payload);
-                plain_len
-            }
+        let body_len = if let Some(len) = compressed_len {
+            len
+        } else {
+            body[..prefix.len()].copy_from_slice(prefix);
+            body[prefix.len()..].copy_from_slice(payload);
+            plain_len
         };
 
         let seq = send.next_seq;
@@ -459,11 +456,11 @@ impl<S: Suite> DataPlane<S> {
     }
 
     fn want_send_key(&mut self, reason: RenewReason) {
-        if let Some(send) = &mut self.send {
-            if !send.renewal_requested {
-                send.renewal_requested = true;
-                self.events.push_back(Event::SendKeyWanted { current: send.epoch, reason });
-            }
+        if let Some(send) = &mut self.send
+            && !send.renewal_requested
+        {
+            send.renewal_requested = true;
+            self.events.push_back(Event::SendKeyWanted { current: send.epoch, reason });
         }
     }
 
@@ -516,12 +513,10 @@ impl<S: Suite> DataPlane<S> {
         // 7. Decompress and deliver.
         let plain_len = if header.compressed {
             let limit = max_plain.min(out.len());
-            self.decompressor
-                .decompress(&self.scratch[..ciphertext.len()], &mut out[..limit])
-                .map_err(|e| match e {
-                    InflateError::Corrupt => DropReason::Decompress,
-                    InflateError::TooLarge => DropReason::TooLarge,
-                })?
+            self.decompressor.decompress(&self.scratch[..ciphertext.len()], &mut out[..limit]).map_err(|e| match e {
+                InflateError::Corrupt => DropReason::Decompress,
+                InflateError::TooLarge => DropReason::TooLarge,
+            })?
         } else {
             ciphertext.len()
         };
@@ -566,11 +561,11 @@ impl<S: Suite> DataPlane<S> {
 
     fn erase_retired(&mut self, now: Instant) {
         for slot in &mut self.recv {
-            if slot.as_ref().is_some_and(|s| s.retire_at.is_some_and(|at| at <= now)) {
-                if let Some(erased) = slot.take() {
-                    // Dropping the state zeroizes its keys.
-                    self.events.push_back(Event::RecvKeyErased { epoch: erased.epoch });
-                }
+            if slot.as_ref().is_some_and(|s| s.retire_at.is_some_and(|at| at <= now))
+                && let Some(erased) = slot.take()
+            {
+                // Dropping the state zeroizes its keys.
+                self.events.push_back(Event::RecvKeyErased { epoch: erased.epoch });
             }
         }
         self.arm_retire_timer();

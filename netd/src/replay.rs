@@ -11,7 +11,7 @@ pub const REPLAY_WINDOW: u32 = 8192;
 const BLOCK_BITS: u32 = u64::BITS;
 /// One block more than the window needs, so the block being filled never overlaps the
 /// oldest block still inside the window (RFC 6479, section 2).
-const BLOCKS: usize = (REPLAY_WINDOW / BLOCK_BITS) as usize + 1;
+const BLOCKS: u32 = REPLAY_WINDOW / BLOCK_BITS + 1;
 
 /// Why the window refuses a sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum ReplayError {
 pub struct ReplayWindow {
     /// Highest accepted sequence number, `None` before the first packet.
     top: Option<u32>,
-    bitmap: [u64; BLOCKS],
+    bitmap: [u64; BLOCKS as usize],
 }
 
 impl core::fmt::Debug for ReplayWindow {
@@ -44,7 +44,7 @@ impl Default for ReplayWindow {
 
 /// Ring slot of the block holding bit number `block * 64 .. block * 64 + 63`.
 fn slot(block: u32) -> usize {
-    block as usize % BLOCKS
+    (block % BLOCKS) as usize
 }
 
 fn block_of(seq: u32) -> usize {
@@ -58,7 +58,7 @@ fn bit_of(seq: u32) -> u64 {
 impl ReplayWindow {
     /// An empty window: every sequence number is acceptable once.
     pub fn new() -> Self {
-        Self { top: None, bitmap: [0; BLOCKS] }
+        Self { top: None, bitmap: [0; BLOCKS as usize] }
     }
 
     /// The highest sequence number committed so far.
@@ -90,7 +90,7 @@ impl ReplayWindow {
                 // Clear the blocks the window slides over, at most the whole ring.
                 let old_block = top / BLOCK_BITS;
                 let new_block = seq / BLOCK_BITS;
-                let steps = (new_block - old_block).min(BLOCKS as u32);
+                let steps = (new_block - old_block).min(BLOCKS);
                 for step in 1..=steps {
                     self.bitmap[slot(old_block + step)] = 0;
                 }

@@ -5,9 +5,9 @@
 //! packet at a time and caller-owned buffers; it allocates nothing per packet.
 
 use blowfish::Blowfish;
+use cfb_mode::cipher::InnerIvInit;
 use cfb_mode::cipher::{Block, BlockCipherEncrypt, KeyInit};
 use cfb_mode::{Decryptor, Encryptor};
-use cfb_mode::cipher::InnerIvInit;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use md5::Md5;
@@ -43,13 +43,7 @@ pub trait Suite {
 
     /// Encrypts `buf` in place, then writes the tag over `header || buf` into `tag`
     /// (exactly [`Self::TAG_LEN`] bytes).
-    fn seal(
-        keys: &Self::Keys,
-        nonce: Nonce,
-        header: &[u8; DATA_HEADER_LEN],
-        buf: &mut [u8],
-        tag: &mut [u8],
-    );
+    fn seal(keys: &Self::Keys, nonce: Nonce, header: &[u8; DATA_HEADER_LEN], buf: &mut [u8], tag: &mut [u8]);
 
     /// Verifies `tag` over `header || ciphertext` in constant time and only then decrypts
     /// `ciphertext` into `out` (same length). On [`BadTag`], `out` is untouched.
@@ -138,13 +132,7 @@ impl Suite for Classic {
         keys
     }
 
-    fn seal(
-        keys: &ClassicKeys,
-        nonce: Nonce,
-        header: &[u8; DATA_HEADER_LEN],
-        buf: &mut [u8],
-        tag: &mut [u8],
-    ) {
+    fn seal(keys: &ClassicKeys, nonce: Nonce, header: &[u8; DATA_HEADER_LEN], buf: &mut [u8], tag: &mut [u8]) {
         Encryptor::inner_iv_init(&keys.cipher, &keys.iv(nonce)).encrypt(buf);
         let mut full = keys.tag(header, buf);
         tag.copy_from_slice(&full[..CLASSIC_TAG_LEN]);
@@ -163,9 +151,7 @@ impl Suite for Classic {
         if !bool::from(expected[..CLASSIC_TAG_LEN].ct_eq(tag)) {
             return Err(BadTag);
         }
-        Decryptor::inner_iv_init(&keys.cipher, &keys.iv(nonce))
-            .decrypt_b2b(ciphertext, out)
-            .map_err(|_| BadTag)
+        Decryptor::inner_iv_init(&keys.cipher, &keys.iv(nonce)).decrypt_b2b(ciphertext, out).map_err(|_| BadTag)
     }
 }
 
@@ -234,7 +220,7 @@ mod tests {
 
     /// CFB computed by hand from the raw block cipher, independent of the cfb-mode crate:
     /// `C_i = P_i xor E(C_{i-1})` with `C_0 = IV = E(epoch || seq)`, the last block truncated.
-    fn reference_seal(enc: &[u8; 16], mac: &[u8; 16], nonce: Nonce, header: &[u8; 5], plain: &[u8]) -> Vec<u8> {
+    fn reference_seal(enc: &[u8; 16], mac: &[u8; 16], nonce: Nonce, header: [u8; 5], plain: &[u8]) -> Vec<u8> {
         let bf = <Blowfish>::new_from_slice(enc).expect("valid key");
         let mut register = [0u8; 8];
         register[..4].copy_from_slice(&nonce.epoch.0.to_be_bytes());
@@ -249,7 +235,7 @@ mod tests {
             out.extend_from_slice(&cipher);
         }
         let mut hmac = Hmac::<Md5>::new_from_slice(mac).expect("any length");
-        hmac.update(header);
+        hmac.update(&header);
         hmac.update(&out);
         out.extend_from_slice(&hmac.finalize().into_bytes()[..12]);
         out
@@ -262,14 +248,14 @@ mod tests {
         let keys = ClassicKeys::from_parts(&enc, &mac);
         let header = [0x10, 0, 0, 0, 42];
         for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 1400] {
-            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
             let nonce = Nonce { epoch: Epoch(3), seq: 42 };
             let mut buf = plain.clone();
             let mut tag = [0u8; 12];
             Classic::seal(&keys, nonce, &header, &mut buf, &mut tag);
             let mut sealed = buf.clone();
             sealed.extend_from_slice(&tag);
-            assert_eq!(sealed, reference_seal(&enc, &mac, nonce, &header, &plain), "len {len}");
+            assert_eq!(sealed, reference_seal(&enc, &mac, nonce, header, &plain), "len {len}");
 
             let mut opened = vec![0u8; len];
             Classic::open(&keys, nonce, &header, &buf, &tag, &mut opened).expect("authentic");

@@ -106,12 +106,7 @@ pub struct DataHeader {
 impl DataHeader {
     /// A header for a packet sealed under `epoch`.
     pub fn new(compressed: bool, kind: InnerKind, epoch: Epoch, seq: u32) -> Self {
-        Self {
-            compressed,
-            kind,
-            phase: epoch.phase(),
-            seq,
-        }
+        Self { compressed, kind, phase: epoch.phase(), seq }
     }
 
     /// Reads the header at the start of `datagram`.
@@ -138,9 +133,8 @@ impl DataHeader {
 
     /// The header's wire bytes.
     pub fn to_bytes(self) -> [u8; DATA_HEADER_LEN] {
-        let flags = (u8::from(self.compressed) * COMPRESSED_BIT)
-            | (self.kind.bits() << KIND_SHIFT)
-            | (self.phase & PHASE_MASK);
+        let flags =
+            (u8::from(self.compressed) * COMPRESSED_BIT) | (self.kind.bits() << KIND_SHIFT) | (self.phase & PHASE_MASK);
         let seq = self.seq.to_be_bytes();
         [flags, seq[0], seq[1], seq[2], seq[3]]
     }
@@ -173,10 +167,7 @@ mod tests {
     #[test]
     fn short_input_is_rejected() {
         for len in 0..DATA_HEADER_LEN {
-            assert_eq!(
-                DataHeader::parse(&[0u8; DATA_HEADER_LEN][..len]),
-                Err(HeaderError::TooShort)
-            );
+            assert_eq!(DataHeader::parse(&[0u8; DATA_HEADER_LEN][..len]), Err(HeaderError::TooShort));
         }
     }
 

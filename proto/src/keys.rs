@@ -72,12 +72,9 @@ mod tests {
 
     #[test]
     fn debug_never_shows_key_bytes() {
-        let key = EpochKey {
-            epoch: Epoch(7),
-            secret: TrafficSecret::new([0xab; TRAFFIC_SECRET_LEN]),
-        };
+        let key = EpochKey { epoch: Epoch(7), secret: TrafficSecret::new([0xab; TRAFFIC_SECRET_LEN]) };
         let shown = format!("{key:?}");
-        assert!(shown.contains("7"));
+        assert!(shown.contains('7'));
         assert!(!shown.to_lowercase().contains("ab"), "{shown}");
         assert!(!shown.contains("171"), "{shown}");
     }

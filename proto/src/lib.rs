@@ -10,8 +10,8 @@ pub mod data;
 pub mod keys;
 pub mod timer;
 
-pub use data::{DataHeader, InnerKind, DATA_HEADER_LEN};
-pub use keys::{Epoch, EpochKey, TrafficSecret, TRAFFIC_SECRET_LEN};
+pub use data::{DATA_HEADER_LEN, DataHeader, InnerKind};
+pub use keys::{Epoch, EpochKey, TRAFFIC_SECRET_LEN, TrafficSecret};
 
 /// The first byte of every UDP payload says what the datagram is.
 ///

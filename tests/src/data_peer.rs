@@ -114,9 +114,7 @@ impl DataPeer {
                 Event::SendKeyWanted { .. } if self.auto_renew => self.renew_send(now),
                 Event::RecvEpochStarted { epoch } => {
                     let next = epoch.next().expect("room for an epoch");
-                    self.plane
-                        .install_recv_key(test_secret(1 - self.direction, next))
-                        .expect("next receive key fits");
+                    self.plane.install_recv_key(test_secret(1 - self.direction, next)).expect("next receive key fits");
                 }
                 Event::SendKeyWanted { .. } | Event::RecvKeyErased { .. } => {}
             }

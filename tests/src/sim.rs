@@ -53,13 +53,7 @@ pub struct LinkConfig {
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        Self {
-            latency: Duration::from_millis(10),
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            duplicate: 0.0,
-            mtu: 1472,
-        }
+        Self { latency: Duration::from_millis(10), jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0, mtu: 1472 }
     }
 }
 
@@ -294,19 +288,23 @@ impl<E: Endpoint> Simulator<E> {
             self.stats.lost += 1;
             return;
         }
-        let copies = if self.rng.chance(self.link.duplicate) { 2 } else { 1 };
-        self.stats.duplicated += copies - 1;
-        for _ in 0..copies {
-            let at = self.now + self.link.latency + self.rng.duration_up_to(self.link.jitter);
-            self.order += 1;
-            self.in_flight.push(Reverse(InFlight {
-                at,
-                order: self.order,
-                from: datagram.from,
-                to: datagram.to,
-                bytes: datagram.bytes.clone(),
-            }));
+        if self.rng.chance(self.link.duplicate) {
+            self.stats.duplicated += 1;
+            self.enqueue(datagram.clone());
         }
+        self.enqueue(datagram);
+    }
+
+    fn enqueue(&mut self, datagram: Datagram) {
+        let at = self.now + self.link.latency + self.rng.duration_up_to(self.link.jitter);
+        self.order += 1;
+        self.in_flight.push(Reverse(InFlight {
+            at,
+            order: self.order,
+            from: datagram.from,
+            to: datagram.to,
+            bytes: datagram.bytes,
+        }));
     }
 
     fn collect_transmits(&mut self) {
@@ -314,11 +312,11 @@ impl<E: Endpoint> Simulator<E> {
             while let Some(transmit) = self.peers[i].1.poll_transmit() {
                 self.stats.sent += 1;
                 let mut datagram = Datagram { from: self.peers[i].0, to: transmit.to, bytes: transmit.bytes };
-                if let Some(tap) = &mut self.tap {
-                    if tap(&mut datagram) == TapVerdict::Drop {
-                        self.stats.tapped += 1;
-                        continue;
-                    }
+                if let Some(tap) = &mut self.tap
+                    && tap(&mut datagram) == TapVerdict::Drop
+                {
+                    self.stats.tapped += 1;
+                    continue;
                 }
                 self.schedule(datagram);
             }
@@ -389,13 +387,13 @@ mod tests {
         peer: Option<SocketAddr>,
         got: Vec<(Instant, Vec<u8>)>,
         out: Vec<Transmit>,
-        echo: bool,
+        reflect: bool,
     }
 
     impl Endpoint for Echo {
         fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
             self.got.push((now, datagram.to_vec()));
-            if self.echo {
+            if self.reflect {
                 self.out.push(Transmit { to: from, bytes: datagram.to_vec() });
             }
         }
@@ -416,9 +414,9 @@ mod tests {
         sim_with(link, seed, true)
     }
 
-    fn sim_with(link: LinkConfig, seed: u64, echo: bool) -> Simulator<Echo> {
+    fn sim_with(link: LinkConfig, seed: u64, reflect: bool) -> Simulator<Echo> {
         let a = Echo { peer: Some(addr(2)), ..Echo::default() };
-        let b = Echo { echo, ..Echo::default() };
+        let b = Echo { reflect, ..Echo::default() };
         Simulator::new(Instant::now(), seed, link, (addr(1), a), (addr(2), b))
     }
 

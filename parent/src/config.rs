@@ -1,0 +1,414 @@
+//! The tunnel configuration file (TOML).
+//!
+//! Minimal by design, as the original: the key file, the tunnel's inner addresses, and the
+//! peer's address on the side that initiates. Everything else has a default. Unknown keys
+//! are refused, and every error names the file, the line and the field.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Bytes a data packet adds above UDP (flags, sequence number, tag).
+pub const TUNNEL_OVERHEAD: u16 = 17;
+const UDP_HEADER: u16 = 8;
+const IPV4_HEADER: u16 = 20;
+const IPV6_HEADER: u16 = 40;
+/// Underlay MTU assumed until path-MTU discovery says otherwise (Ethernet).
+const UNDERLAY_MTU: u16 = 1500;
+/// IPv6 requires every link to carry 1280-byte packets (RFC 8200 §5).
+const IPV6_MIN_MTU: u16 = 1280;
+
+/// A parsed, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// File holding the 256-bit pre-shared key, 64 hexadecimal digits.
+    pub key_file: PathBuf,
+    /// Number naming the pre-shared key on the wire, so both sides agree on which key.
+    #[serde(default = "default_key_id")]
+    pub key_id: u32,
+    /// Account the workers run as.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// The tun device.
+    pub interface: Interface,
+    /// The UDP underlay.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Key exchange and renewal.
+    #[serde(default)]
+    pub session: Session,
+}
+
+/// The tun device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// Device name.
+    #[serde(default = "default_device", deserialize_with = "device_name")]
+    pub name: String,
+    /// Inner addresses with prefix length, at least one.
+    #[serde(deserialize_with = "addresses")]
+    pub addresses: Vec<IpNet>,
+    /// Device MTU; by default the underlay's 1500 minus the tunnel's overhead.
+    #[serde(default, deserialize_with = "mtu")]
+    pub mtu: Option<u16>,
+}
+
+/// The UDP underlay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transport {
+    /// Local address and port; port 0 picks a random port (a pure initiator needs no fixed
+    /// one). IP literals only: the daemon does no name resolution.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The peer's address and port. Present: this side initiates. Absent: it only
+    /// responds and learns the peer's endpoint from an authenticated handshake.
+    #[serde(default)]
+    pub peer: Option<SocketAddr>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self { listen: default_listen(), peer: None }
+    }
+}
+
+/// Key exchange and renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// Diffie-Hellman group: 14 (2048-bit MODP) or 15 (3072-bit MODP).
+    #[serde(default = "default_group", deserialize_with = "group")]
+    pub group: u8,
+    /// Seconds between hash-chain key renewals.
+    #[serde(default = "default_rekey", deserialize_with = "rekey_seconds")]
+    pub rekey_seconds: u32,
+    /// Seconds between Diffie-Hellman renewals (forward secrecy).
+    #[serde(default = "default_dh_renewal", deserialize_with = "dh_renewal_seconds")]
+    pub dh_renewal_seconds: u32,
+    /// Per-packet deflate. Off by default: it leaks content through lengths (VORACLE).
+    #[serde(default)]
+    pub compression: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            group: default_group(),
+            rekey_seconds: default_rekey(),
+            dh_renewal_seconds: default_dh_renewal(),
+            compression: false,
+        }
+    }
+}
+
+fn default_key_id() -> u32 {
+    1
+}
+fn default_user() -> String {
+    "yavipin".into()
+}
+fn default_device() -> String {
+    "yavipin0".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0u16; 8], 0))
+}
+fn default_group() -> u8 {
+    14
+}
+fn default_rekey() -> u32 {
+    120
+}
+fn default_dh_renewal() -> u32 {
+    600
+}
+
+fn invalid<E: serde::de::Error>(message: impl core::fmt::Display) -> E {
+    E::custom(message)
+}
+
+fn device_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    // IFNAMSIZ is 16 including the terminating NUL.
+    if name.is_empty() || name.len() > 15 || !valid_chars || name == "." || name == ".." {
+        return Err(invalid(format!(
+            "name: `{name}` is not a valid interface name (1 to 15 characters: letters, digits, `_`, `.`, `-`)"
+        )));
+    }
+    Ok(name)
+}
+
+fn addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(invalid("addresses: at least one inner address is needed, e.g. [\"10.99.0.1/30\"]"));
+    }
+    list.iter()
+        .map(|s| {
+            s.parse::<IpNet>().map_err(|_| {
+                invalid(format!("addresses: `{s}` is not an address with prefix length, e.g. \"10.99.0.1/30\""))
+            })
+        })
+        .collect()
+}
+
+fn mtu<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let mtu = u16::deserialize(d)?;
+    if !(576..=9000).contains(&mtu) {
+        return Err(invalid(format!("mtu: {mtu} is outside 576..=9000")));
+    }
+    Ok(Some(mtu))
+}
+
+fn group<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    match u8::deserialize(d)? {
+        g @ (14 | 15) => Ok(g),
+        g => Err(invalid(format!("group: {g} is not supported; use 14 (2048-bit MODP) or 15 (3072-bit MODP)"))),
+    }
+}
+
+fn rekey_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = u32::deserialize(d)?;
+    if !(10..=3600).contains(&s) {
+        return Err(invalid(format!("rekey_seconds: {s} is outside 10..=3600")));
+    }
+    Ok(s)
+}
+
+fn dh_renewal_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = u32::deserialize(d)?;
+    if !(60..=86_400).contains(&s) {
+        return Err(invalid(format!("dh_renewal_seconds: {s} is outside 60..=86400")));
+    }
+    Ok(s)
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Syntax error, unknown key, missing field or invalid value.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the offending text (0 when the whole file is concerned).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses and validates `text`, attributing errors to `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |span| line_column(text, span.start));
+            ConfigError::Invalid { file: file.to_owned(), line, column, message: e.message().trim().to_owned() }
+        })?;
+        config.check_consistency().map_err(|(key, message)| {
+            let (line, column) = locate_key(text, key);
+            ConfigError::Invalid { file: file.to_owned(), line, column, message }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks that involve more than one field. Returns the key to point at and why.
+    fn check_consistency(&self) -> Result<(), (&'static str, String)> {
+        if self.session.dh_renewal_seconds < self.session.rekey_seconds {
+            return Err((
+                "dh_renewal_seconds",
+                format!(
+                    "dh_renewal_seconds: {} is shorter than rekey_seconds ({}); a Diffie-Hellman renewal already renews the keys",
+                    self.session.dh_renewal_seconds, self.session.rekey_seconds
+                ),
+            ));
+        }
+        let has_ipv6 = self.interface.addresses.iter().any(|a| matches!(a, IpNet::V6(_)));
+        if has_ipv6 && self.tun_mtu() < IPV6_MIN_MTU {
+            return Err((
+                "mtu",
+                format!("mtu: {} is below 1280, the minimum for IPv6 inner addresses", self.tun_mtu()),
+            ));
+        }
+        if let Some(peer) = self.transport.peer {
+            if peer.port() == 0 || peer.ip().is_unspecified() {
+                return Err(("peer", format!("peer: {peer} is not a reachable address and port")));
+            }
+            if peer.is_ipv6() && self.transport.listen.is_ipv4()
+                || peer.is_ipv4() && listen_is_v6_only(self.transport.listen)
+            {
+                return Err((
+                    "peer",
+                    format!("peer: {peer} cannot be reached from listen address {}", self.transport.listen),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tun device's MTU: configured, or the underlay's 1500 minus IP, UDP and tunnel
+    /// headers (IPv6 sizes unless the peer is known to be IPv4).
+    pub fn tun_mtu(&self) -> u16 {
+        self.interface.mtu.unwrap_or_else(|| {
+            let ip_header = match self.transport.peer.map(|p| p.ip()) {
+                Some(IpAddr::V4(_)) => IPV4_HEADER,
+                _ => IPV6_HEADER,
+            };
+            UNDERLAY_MTU - ip_header - UDP_HEADER - TUNNEL_OVERHEAD
+        })
+    }
+}
+
+/// An IPv6 listen address other than the unspecified `[::]` (which is dual-stack) cannot
+/// reach IPv4 peers.
+fn listen_is_v6_only(listen: SocketAddr) -> bool {
+    match listen.ip() {
+        IpAddr::V6(ip) => !ip.is_unspecified() && ip.to_ipv4_mapped().is_none(),
+        IpAddr::V4(_) => false,
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, str::len) + 1;
+    (line, column)
+}
+
+/// Where `key = ...` stands, for errors about a value that passed its own checks.
+fn locate_key(text: &str, key: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let trimmed = line.trim_start();
+            let rest = trimmed.strip_prefix(key)?;
+            rest.trim_start().starts_with('=').then(|| (i + 1, line.len() - trimmed.len() + 1))
+        })
+        .unwrap_or((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+key_file = "/etc/yavipin/home.key"
+
+[interface]
+addresses = ["10.99.0.1/30"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("t.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.key_id, 1);
+        assert_eq!(c.user, "yavipin");
+        assert_eq!(c.interface.name, "yavipin0");
+        assert_eq!(c.transport.listen, "[::]:0".parse().expect("addr"));
+        assert_eq!(c.transport.peer, None);
+        assert_eq!(c.session, Session::default());
+        assert!(!c.session.compression);
+        // 1500 - 40 (IPv6) - 8 (UDP) - 17.
+        assert_eq!(c.tun_mtu(), 1435);
+    }
+
+    #[test]
+    fn initiator_towards_ipv4_gets_the_ipv4_mtu() {
+        let c = parse(&format!("{MINIMAL}\n[transport]\npeer = \"192.0.2.7:5555\"\n")).expect("valid");
+        assert_eq!(c.tun_mtu(), 1455);
+        assert_eq!(c.transport.peer, Some("192.0.2.7:5555".parse().expect("addr")));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../docs/example.toml");
+        let c = parse(text).expect("the shipped example is valid");
+        assert!(c.transport.peer.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line_and_name() {
+        let e = error(&format!("{MINIMAL}mtuu = 1400\n"));
+        assert!(e.starts_with("t.toml:6:1: "), "{e}");
+        assert!(e.contains("mtuu"), "{e}");
+        let e = error("key_file = \"k\"\nfoo = 1\n[interface]\naddresses = [\"10.0.0.1/8\"]\n");
+        assert!(e.starts_with("t.toml:2:1:") && e.contains("unknown field `foo`"), "{e}");
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        assert!(error("[interface]\naddresses = [\"10.0.0.1/8\"]\n").contains("key_file"));
+        assert!(error("key_file = \"k\"\n").contains("interface"));
+        assert!(error("key_file = \"k\"\n[interface]\n").contains("addresses"));
+    }
+
+    #[test]
+    fn invalid_values_point_at_their_line() {
+        let cases = [
+            ("[session]\ngroup = 5\n", "group: 5 is not supported", 8),
+            ("[session]\nrekey_seconds = 1\n", "rekey_seconds: 1 is outside", 8),
+            ("[transport]\npeer = \"example.com:1\"\n", "", 8),
+            ("[transport]\npeer = \"192.0.2.1:0\"\n", "peer: 192.0.2.1:0 is not a reachable", 8),
+        ];
+        for (extra, expected, line) in cases {
+            let e = error(&format!("{MINIMAL}\n{extra}"));
+            assert!(e.contains(expected), "{e}");
+            assert!(e.starts_with(&format!("t.toml:{line}:")), "{e}");
+        }
+        let e = error("key_file = \"k\"\n[interface]\naddresses = [\"10.0.0.1\"]\n");
+        assert!(e.starts_with("t.toml:3:") && e.contains("`10.0.0.1` is not an address with prefix length"), "{e}");
+        let e = error("key_file = \"k\"\n[interface]\nname = \"a/b\"\naddresses = [\"10.0.0.1/8\"]\n");
+        assert!(e.contains("not a valid interface name"), "{e}");
+        let e = error("key_file = \"k\"\n[interface]\naddresses = []\n");
+        assert!(e.contains("at least one inner address"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_checks() {
+        let e = error(&format!("{MINIMAL}\n[session]\nrekey_seconds = 900\ndh_renewal_seconds = 600\n"));
+        assert!(e.starts_with("t.toml:9:1:") && e.contains("shorter than rekey_seconds"), "{e}");
+        let e = error("key_file = \"k\"\n[interface]\naddresses = [\"fd00::1/64\"]\nmtu = 1000\n");
+        assert!(e.starts_with("t.toml:4:1:") && e.contains("1280"), "{e}");
+        let e = error(&format!("{MINIMAL}\n[transport]\nlisten = \"0.0.0.0:5555\"\npeer = \"[2001:db8::1]:5555\"\n"));
+        assert!(e.contains("cannot be reached"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_a_syntax_error_not_a_panic() {
+        for text in ["\u{0}", "[[[", "key_file = ", "= 3", "\"unterminated", "[interface]\naddresses = [1, 2]"] {
+            let e = error(text);
+            assert!(e.starts_with("t.toml:"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! yavipind's privileged parent: configuration, key file, tun device and UDP socket, and
+//! the supervision of the netd and keyd workers.
+
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod keyfile;
+pub mod spawn;
+pub mod tundev;

@@ -1,0 +1,78 @@
+//! Starting the workers: the parent re-executes its own binary with a role argument, so
+//! each worker starts from a fresh address space holding none of the parent's memory (no
+//! configuration, no key file contents), with an empty environment and only its channel
+//! sockets inherited.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+
+/// A worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The network worker.
+    Netd,
+    /// The key daemon.
+    Keyd,
+}
+
+impl Role {
+    /// The role argument and process name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Netd => "netd",
+            Self::Keyd => "keyd",
+        }
+    }
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Could not find our own executable.
+    #[error("cannot find our own executable: {0}")]
+    SelfExe(std::io::Error),
+    /// fcntl on a channel failed.
+    #[error("cannot prepare channel for {role}: {source}")]
+    Channel {
+        /// The worker.
+        role: &'static str,
+        /// What failed.
+        source: nix::Error,
+    },
+    /// exec failed.
+    #[error("cannot start {role}: {source}")]
+    Exec {
+        /// The worker.
+        role: &'static str,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// Starts `role` with `channels` inherited (their descriptor numbers are passed as
+/// arguments, in order). The channels are closed in the parent afterwards.
+pub fn spawn(role: Role, channels: Vec<OwnedFd>, verbose: bool) -> Result<Child, SpawnError> {
+    let exe = std::env::current_exe().map_err(SpawnError::SelfExe)?;
+    let mut command = Command::new(exe);
+    command.arg("--role").arg(role.name());
+    if verbose {
+        command.arg("--verbose");
+    }
+    for fd in &channels {
+        // Inherited across exec: clear close-on-exec on exactly these descriptors. The
+        // parent is single-threaded here, so no other exec can race with this.
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+            .map_err(|source| SpawnError::Channel { role: role.name(), source })?;
+        command.arg("--channel").arg(fd.as_raw_fd().to_string());
+    }
+    let child = command
+        .env_clear()
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|source| SpawnError::Exec { role: role.name(), source })?;
+    // Our copies are no longer needed: each channel end now belongs to the child.
+    drop(channels);
+    Ok(child)
+}
