@@ -2,4 +2,9 @@
 
 #![deny(unsafe_code)]
 
+pub mod control;
 pub mod frame;
+pub mod netd_keyd;
+pub mod secret;
+
+pub use netd_keyd::{FailReason, KeydToNetd, NetdToKeyd};

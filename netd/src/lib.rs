@@ -1,4 +1,6 @@
-//! netd, the network worker: all per-packet cryptography of a yavipin tunnel.
+//! netd, the network worker: all per-packet cryptography of a yavipin tunnel, and the
+//! handshake steps that need no long-lived secret (cookies, retransmission, nonce
+//! tie-breaks); keyd holds the keys and does the rest.
 //!
 //! This crate holds the sans-IO cores; the I/O shell that drives them from the tun device
 //! and the UDP socket is a thin loop around them.
@@ -6,11 +8,16 @@
 #![forbid(unsafe_code)]
 
 pub mod compress;
+pub mod cookie;
 pub mod counters;
 pub mod dataplane;
+pub mod handshake;
 pub mod replay;
 pub mod suite;
+pub mod tunnel;
 
 pub use counters::{Counters, DropReason, SealError, Traffic};
 pub use dataplane::{DataConfig, DataPlane, Delivery, Event, Inner, KeyError, Opened, RenewReason};
+pub use handshake::{Handshake, HandshakeConfig, HandshakeCounters, HandshakeDrop};
 pub use suite::{Classic, Suite};
+pub use tunnel::{Delivered, Outgoing, SendError, Transmit, Tunnel, TunnelConfig, TunnelCounters, TunnelError};

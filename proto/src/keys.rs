@@ -57,6 +57,34 @@ impl fmt::Debug for TrafficSecret {
     }
 }
 
+/// Length of the pre-shared key.
+pub const PSK_LEN: usize = 32;
+
+/// The 256-bit pre-shared key: read by the parent, held by keyd alone. Erased on drop,
+/// never `Clone`, never printed.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Psk(Box<[u8; PSK_LEN]>);
+
+impl Psk {
+    /// Takes ownership of the bytes and erases the caller's copy.
+    pub fn new(bytes: &mut [u8; PSK_LEN]) -> Self {
+        let psk = Self(Box::new(*bytes));
+        bytes.zeroize();
+        psk
+    }
+
+    /// The key bytes, for key derivation only.
+    pub fn expose(&self) -> &[u8; PSK_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Psk(..)")
+    }
+}
+
 /// A traffic secret and the epoch it belongs to.
 #[derive(Debug)]
 pub struct EpochKey {
@@ -77,6 +105,15 @@ mod tests {
         assert!(shown.contains('7'));
         assert!(!shown.to_lowercase().contains("ab"), "{shown}");
         assert!(!shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn psk_takes_and_erases_the_callers_copy() {
+        let mut bytes = [0x42; PSK_LEN];
+        let psk = Psk::new(&mut bytes);
+        assert_eq!(bytes, [0; PSK_LEN]);
+        assert_eq!(psk.expose(), &[0x42; PSK_LEN]);
+        assert_eq!(format!("{psk:?}"), "Psk(..)");
     }
 
     #[test]

@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod data;
+pub mod handshake;
 pub mod keys;
+pub mod rng;
 pub mod timer;
 
 pub use data::{DATA_HEADER_LEN, DataHeader, InnerKind};
 pub use keys::{Epoch, EpochKey, TRAFFIC_SECRET_LEN, TrafficSecret};
+pub use rng::{OsRandom, Random};
 
 /// The first byte of every UDP payload says what the datagram is.
 ///

@@ -4,4 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod data_peer;
+pub mod netns;
+pub mod node;
 pub mod sim;

@@ -1,0 +1,148 @@
+//! The parent's channels: parent ↔ netd and parent ↔ keyd, one enum per direction.
+//!
+//! The parent starts each worker, sends it exactly one `Init` (netd's carries the tun
+//! device and the UDP socket as descriptors; keyd's carries the pre-shared key), and from
+//! then on only asks it to stop. Workers report readiness, tunnel state changes and
+//! status. Anything else, or anything out of order, ends the receiving process.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use yavipin_proto::keys::Psk;
+
+use crate::secret;
+
+/// What netd needs to run the tunnel. The tun device and the UDP socket travel with the
+/// message as descriptors, in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetdInit {
+    /// Account to drop to.
+    pub user: String,
+    /// Tun device name, for logs.
+    pub device: String,
+    /// The peer, for the side that initiates.
+    pub peer: Option<SocketAddr>,
+    /// Pre-shared key id.
+    pub key_id: u32,
+    /// Diffie-Hellman group (14 or 15).
+    pub group: u8,
+    /// Largest inner packet.
+    pub max_inner_len: u16,
+    /// Per-packet deflate.
+    pub compression: bool,
+    /// Seconds between hash-chain renewals.
+    pub rekey_seconds: u32,
+    /// Seconds between Diffie-Hellman renewals.
+    pub dh_renewal_seconds: u32,
+}
+
+/// Parent to netd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentToNetd {
+    /// The first message, with two descriptors: tun device, UDP socket.
+    Init(NetdInit),
+    /// Send the shutdown notice to the peer and exit.
+    Shutdown,
+}
+
+/// netd to parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetdToParent {
+    /// Jailed and running.
+    Ready,
+    /// A session with the peer is established: set the link up.
+    TunnelUp {
+        /// The peer's endpoint.
+        peer: SocketAddr,
+    },
+    /// The session is gone: set the link down.
+    TunnelDown,
+}
+
+/// What keyd needs. The pre-shared key is the most sensitive thing that ever crosses a
+/// channel: it goes to keyd alone, once, and the frame buffers are erased after use.
+/// `Debug` shows `Psk(..)`, never the key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeydInit {
+    /// Account to drop to.
+    pub user: String,
+    /// Pre-shared key id.
+    pub key_id: u32,
+    /// The pre-shared key.
+    #[serde(with = "secret::psk")]
+    pub psk: Psk,
+    /// Diffie-Hellman group (14 or 15).
+    pub group: u8,
+    /// Seconds between hash-chain renewals.
+    pub rekey_seconds: u32,
+    /// Seconds between Diffie-Hellman renewals.
+    pub dh_renewal_seconds: u32,
+}
+
+/// Parent to keyd.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ParentToKeyd {
+    /// The first message.
+    Init(KeydInit),
+    /// Erase everything and exit.
+    Shutdown,
+}
+
+/// keyd to parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeydToParent {
+    /// Jailed and running.
+    Ready,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Ancillary, pair};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn keyd_init_carries_the_key_and_never_prints_it() {
+        let (mut parent, mut keyd) = pair(Ancillary::None).expect("pair");
+        let init = KeydInit {
+            user: "yavipin".into(),
+            key_id: 7,
+            psk: Psk::new(&mut [0xc3; 32]),
+            group: 14,
+            rekey_seconds: 120,
+            dh_renewal_seconds: 600,
+        };
+        let shown = format!("{init:?}");
+        assert!(shown.contains("Psk(..)") && !shown.contains("195"), "{shown}");
+        parent.send(&ParentToKeyd::Init(init)).expect("send");
+        match keyd.recv::<ParentToKeyd>().expect("recv").message {
+            ParentToKeyd::Init(got) => {
+                assert_eq!(got.psk.expose(), &[0xc3; 32]);
+                assert_eq!(got.key_id, 7);
+            }
+            ParentToKeyd::Shutdown => panic!("wrong message"),
+        }
+    }
+
+    #[test]
+    fn netd_init_carries_two_descriptors() {
+        let (mut parent, mut netd) = pair(Ancillary::Descriptors).expect("pair");
+        let a = tempfile::tempfile().expect("file");
+        let b = tempfile::tempfile().expect("file");
+        let init = NetdInit {
+            user: "yavipin".into(),
+            device: "yavipin0".into(),
+            peer: Some("192.0.2.1:5555".parse().expect("addr")),
+            key_id: 1,
+            group: 14,
+            max_inner_len: 1435,
+            compression: false,
+            rekey_seconds: 120,
+            dh_renewal_seconds: 600,
+        };
+        parent.send_with_fds(&ParentToNetd::Init(init.clone()), &[a.as_fd(), b.as_fd()]).expect("send");
+        let got = netd.recv::<ParentToNetd>().expect("recv");
+        assert_eq!(got.message, ParentToNetd::Init(init));
+        assert_eq!(got.fds.len(), 2);
+    }
+}

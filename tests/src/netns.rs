@@ -1,0 +1,243 @@
+//! Real hosts for end-to-end tests: network namespaces joined by veth pairs, and yavipind
+//! daemons running inside them.
+//!
+//! Everything here needs root. Tests call [`require_root`] first: without root they print a
+//! loud `SKIPPED` line and return, so a developer without root sees what did not run; CI
+//! runs as root and runs them all. Namespaces and processes are removed when their handles
+//! drop, also when a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// True when running as root; otherwise prints why the calling test is skipped.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED: {test} needs root (network namespaces, tun devices); run the tests as root to include it");
+    false
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call, usable for namespaces and interfaces
+/// (interface names are limited to 15 bytes).
+pub fn unique(tag: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{}x{n}", std::process::id() % 100_000)
+}
+
+fn ip_path() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("ip")
+}
+
+/// Runs `ip args...` and returns its output, failing the test on error.
+pub fn ip(args: &[&str]) -> Output {
+    let out = Command::new(ip_path()).args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with its loopback up.
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip args...` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(ip_path());
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// Runs a command inside the namespace and returns its output (never fails the test).
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program).args(args).output().expect("run in namespace")
+    }
+
+    /// Whether `ping` (or `ping -6`) from this namespace to `target` gets an answer within a
+    /// second, with a payload of `size` bytes and fragmentation forbidden.
+    pub fn ping(&self, target: &str, size: usize) -> bool {
+        let size = size.to_string();
+        self.run("ping", &["-c", "1", "-W", "1", "-M", "do", "-s", &size, target]).status.success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new(ip_path()).args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Joins two namespaces with a veth pair and gives each end an address (with prefix).
+pub fn veth(a: &Netns, addr_a: &[&str], b: &Netns, addr_b: &[&str]) -> (String, String) {
+    let (name_a, name_b) = (unique("va"), unique("vb"));
+    ip(&["link", "add", &name_a, "netns", a.name(), "type", "veth", "peer", "name", &name_b, "netns", b.name()]);
+    for (ns, name, addrs) in [(a, &name_a, addr_a), (b, &name_b, addr_b)] {
+        for addr in addrs {
+            ns.ip(&["address", "add", addr, "dev", name, "nodad"]);
+        }
+        ns.ip(&["link", "set", name, "up"]);
+    }
+    (name_a, name_b)
+}
+
+/// Polls `probe` until it holds or `timeout` passes. For conditions that are only
+/// observable by probing from outside (a ping, a file); each probe is itself bounded.
+pub fn eventually(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running yavipind, its log lines streamed to the test. Killed on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `binary -c config` inside `ns`.
+    pub fn start(ns: &Netns, binary: &Path, config: &Path) -> Self {
+        let mut child = ns
+            .command(binary)
+            .arg("-c")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start yavipind");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, log: Vec::new() }
+    }
+
+    /// Waits for a log line containing `pattern`; returns it, or `None` after `timeout`.
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Option<String> {
+        if let Some(line) = self.log.iter().find(|l| l.contains(pattern)) {
+            return Some(line.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(pattern) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
+    /// The daemon's pid (the `ip netns exec` wrapper execs it, so the pid is the daemon's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait")
+    }
+
+    /// The pids of the daemon's worker processes, by reading /proc.
+    pub fn workers(&self) -> Vec<u32> {
+        let children = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
+        std::fs::read_to_string(children)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory for configurations and keys, removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A fresh directory.
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// Writes `content` to `name` with `mode`, returning the path.
+    pub fn write(&self, name: &str, content: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
