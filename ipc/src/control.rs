@@ -1,8 +1,9 @@
 //! The parent's channels: parent ↔ netd and parent ↔ keyd, one enum per direction.
 //!
-//! The parent starts each worker, sends it exactly one `Init` (netd's carries the tun
-//! device and the UDP socket as descriptors; keyd's carries the pre-shared key), and from
-//! then on only asks it to stop. Workers report readiness, tunnel state changes and
+//! The parent starts each worker, which jails itself at once; then the parent sends it
+//! exactly one `Init` (netd's carries the tun device and the UDP socket as descriptors;
+//! keyd's carries the pre-shared key, which so only ever reaches a locked, undumpable
+//! process), and from then on only asks it to stop. Workers report readiness, tunnel state changes and
 //! status. Anything else, or anything out of order, ends the receiving process.
 
 use std::net::SocketAddr;
@@ -16,10 +17,11 @@ use crate::secret;
 /// message as descriptors, in this order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetdInit {
-    /// Account to drop to.
-    pub user: String,
     /// Tun device name, for logs.
     pub device: String,
+    /// The address the UDP socket is bound to (part of every cookie). Sent rather than
+    /// asked of the socket: the jailed worker has no `getsockname`.
+    pub local: SocketAddr,
     /// The peer, for the side that initiates.
     pub peer: Option<SocketAddr>,
     /// Pre-shared key id.
@@ -64,8 +66,6 @@ pub enum NetdToParent {
 /// `Debug` shows `Psk(..)`, never the key.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct KeydInit {
-    /// Account to drop to.
-    pub user: String,
     /// Pre-shared key id.
     pub key_id: u32,
     /// The pre-shared key.
@@ -105,7 +105,6 @@ mod tests {
     fn keyd_init_carries_the_key_and_never_prints_it() {
         let (mut parent, mut keyd) = pair(Ancillary::None).expect("pair");
         let init = KeydInit {
-            user: "yavipin".into(),
             key_id: 7,
             psk: Psk::new(&mut [0xc3; 32]),
             group: 14,
@@ -130,8 +129,8 @@ mod tests {
         let a = tempfile::tempfile().expect("file");
         let b = tempfile::tempfile().expect("file");
         let init = NetdInit {
-            user: "yavipin".into(),
             device: "yavipin0".into(),
+            local: "[::]:5555".parse().expect("addr"),
             peer: Some("192.0.2.1:5555".parse().expect("addr")),
             key_id: 1,
             group: 14,

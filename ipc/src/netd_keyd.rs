@@ -51,16 +51,18 @@
 //! verify, a DH value out of range) are answered with `HandshakeFailed` and counted.
 //!
 //! Encoding: the messages are plain data plus [`EpochKey`], whose secret deliberately has
-//! no `Serialize`, so they are not serde types; turning them into frames is left to the
-//! framing layer.
+//! no `Serialize`; its fields are encoded by the audited adapter in [`crate::secret`], the
+//! only code that turns a traffic secret into bytes.
 
 use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
 
 use yavipin_proto::handshake::{Cookie, Nonce};
 use yavipin_proto::{Epoch, EpochKey};
 
 /// netd to keyd.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum NetdToKeyd {
     /// A Cookie Reply for `ni` arrived: build the Initiator Auth that echoes `cookie`.
     /// Allowed when no initiation is pending in keyd.
@@ -106,7 +108,7 @@ pub enum NetdToKeyd {
 }
 
 /// Why keyd refused a handshake message that came from the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FailReason {
     /// `auth_i` or `auth_r` did not verify: another PSK, a tampered message, or a DH value
     /// swapped by a man in the middle.
@@ -144,7 +146,7 @@ impl FailReason {
 }
 
 /// keyd to netd.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum KeydToNetd {
     /// The Initiator Auth for netd's initiation `ni`: send it to the peer.
     SendInitiatorAuth {
@@ -163,6 +165,7 @@ pub enum KeydToNetd {
         /// The Responder Auth.
         message: Vec<u8>,
         /// The receive key of the initiator's first new epoch.
+        #[serde(with = "crate::secret::epoch_key")]
         recv_key: EpochKey,
         /// The peer restarted: every key of the old session is void, erase them first.
         restart: bool,
@@ -173,8 +176,10 @@ pub enum KeydToNetd {
         /// The initiation's nonce.
         ni: Nonce,
         /// The first send key of the new session.
+        #[serde(with = "crate::secret::epoch_key")]
         send_key: EpochKey,
         /// The responder's first new receive key.
+        #[serde(with = "crate::secret::epoch_key")]
         recv_key: EpochKey,
         /// The peer restarted: every key of the old session is void, erase them first.
         restart: bool,
@@ -182,12 +187,13 @@ pub enum KeydToNetd {
     /// The next send key.
     SendKey {
         /// The key.
+        #[serde(with = "crate::secret::epoch_key")]
         key: EpochKey,
         /// The first key of a new session (the responder's switch after confirmation).
         session_start: bool,
     },
     /// The next receive key, to install before the peer needs it.
-    RecvKey(EpochKey),
+    RecvKey(#[serde(with = "crate::secret::epoch_key")] EpochKey),
     /// keyd refused a handshake message for `reason`; netd counts it and carries on.
     HandshakeFailed {
         /// The nonce of the handshake concerned.
@@ -202,6 +208,32 @@ pub enum KeydToNetd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_cross_the_channel_intact() {
+        use crate::frame::{Ancillary, pair};
+        use yavipin_proto::TrafficSecret;
+        let (mut keyd, mut netd) = pair(Ancillary::None).expect("pair");
+        let key = |e: u8| EpochKey { epoch: Epoch(e.into()), secret: TrafficSecret::new([e; 32]) };
+        keyd.send(&KeydToNetd::SessionKeys { ni: [1; 16], send_key: key(3), recv_key: key(4), restart: false })
+            .expect("send");
+        keyd.send(&KeydToNetd::RecvKey(key(5))).expect("send");
+        match netd.recv::<KeydToNetd>().expect("recv").message {
+            KeydToNetd::SessionKeys { send_key, recv_key, .. } => {
+                assert_eq!((send_key.epoch, send_key.secret.expose()), (Epoch(3), &[3; 32]));
+                assert_eq!((recv_key.epoch, recv_key.secret.expose()), (Epoch(4), &[4; 32]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            matches!(netd.recv::<KeydToNetd>().expect("recv").message, KeydToNetd::RecvKey(k) if k.epoch == Epoch(5))
+        );
+        netd.send(&NetdToKeyd::SendKeyWanted { current: Epoch(9) }).expect("send");
+        assert!(matches!(
+            keyd.recv::<NetdToKeyd>().expect("recv").message,
+            NetdToKeyd::SendKeyWanted { current: Epoch(9) }
+        ));
+    }
 
     #[test]
     fn reason_names_are_distinct() {

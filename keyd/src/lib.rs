@@ -11,6 +11,7 @@
 pub mod daemon;
 pub mod dh;
 pub mod schedule;
+pub mod shell;
 
 pub use daemon::{KeyDaemon, KeydConfig, KeydCounters, KeydError};
 pub use dh::Dh;

@@ -13,6 +13,7 @@ pub mod counters;
 pub mod dataplane;
 pub mod handshake;
 pub mod replay;
+pub mod shell;
 pub mod suite;
 pub mod tunnel;
 

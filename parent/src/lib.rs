@@ -4,6 +4,8 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod keyfile;
 pub mod spawn;
 pub mod tundev;
+pub mod worker;

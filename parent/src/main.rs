@@ -1,1 +1,61 @@
-fn main() {}
+//! yavipind: a point-to-point VPN daemon. Run as root with a configuration file; it starts
+//! its two jailed workers by re-executing itself with `--role`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// yavipind runs one tunnel: a root parent opens the tun device and the UDP socket, then
+/// starts two jailed workers, netd (all packet cryptography) and keyd (all long-lived
+/// secrets). See yavipind(8) and yavipind.conf(5).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The tunnel's configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE", required_unless_present = "role")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and the key file, then exit.
+    #[arg(long)]
+    check: bool,
+    /// Log more.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Internal: run as a worker (started by the parent only).
+    #[arg(long, hide = true, value_parser = ["netd", "keyd"])]
+    role: Option<String>,
+    /// Internal: the account a worker drops to.
+    #[arg(long, hide = true, default_value = "yavipin")]
+    user: String,
+    /// Internal: inherited channel descriptors of a worker.
+    #[arg(long = "channel", hide = true)]
+    channels: Vec<i32>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match (args.role.as_deref(), args.config) {
+        (Some(role), _) => yavipin_parent::worker::run(role, &args.user, &args.channels, args.verbose),
+        (None, Some(config)) if args.check => match yavipin_parent::daemon::check(&config) {
+            Ok(_) => {
+                println!("{}: configuration and key file are valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("yavipind: {e}");
+                ExitCode::from(2)
+            }
+        },
+        (None, Some(config)) => match yavipin_parent::daemon::run(&config, args.verbose) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                yavipin_parent::daemon::log(&e.to_string());
+                ExitCode::FAILURE
+            }
+        },
+        (None, None) => {
+            eprintln!("yavipind: --config FILE is required");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -7,25 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-
-/// A worker process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The network worker.
-    Netd,
-    /// The key daemon.
-    Keyd,
-}
-
-impl Role {
-    /// The role argument and process name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Netd => "netd",
-            Self::Keyd => "keyd",
-        }
-    }
-}
+use yavipin_sandbox::Role;
 
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +33,12 @@ pub enum SpawnError {
     },
 }
 
-/// Starts `role` with `channels` inherited (their descriptor numbers are passed as
-/// arguments, in order). The channels are closed in the parent afterwards.
-pub fn spawn(role: Role, channels: Vec<OwnedFd>, verbose: bool) -> Result<Child, SpawnError> {
+/// Starts `role` as `user` with `channels` inherited (their descriptor numbers are passed
+/// as arguments, in order). The channels are closed in the parent afterwards.
+pub fn spawn(role: Role, user: &str, channels: Vec<OwnedFd>, verbose: bool) -> Result<Child, SpawnError> {
     let exe = std::env::current_exe().map_err(SpawnError::SelfExe)?;
     let mut command = Command::new(exe);
-    command.arg("--role").arg(role.name());
+    command.arg("--role").arg(role.name()).arg("--user").arg(user);
     if verbose {
         command.arg("--verbose");
     }

@@ -11,7 +11,7 @@ pub const TRAFFIC_SECRET_LEN: usize = 32;
 
 /// A key epoch: the position of a traffic key along the tunnel's key schedule, one counter
 /// per direction, strictly increasing across hash-chain steps and Diffie-Hellman renewals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Epoch(pub u32);
 
 impl Epoch {

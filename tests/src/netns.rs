@@ -196,13 +196,18 @@ impl Daemon {
         self.child.wait().expect("wait")
     }
 
-    /// The pids of the daemon's worker processes, by reading /proc.
+    /// The pids of the daemon's worker processes (its children started with `--role`; the
+    /// parent may also be running `ip` at any moment), by reading /proc.
     pub fn workers(&self) -> Vec<u32> {
         let children = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
         std::fs::read_to_string(children)
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"--role"))
+            })
             .collect()
     }
 }
@@ -224,6 +229,11 @@ impl Scratch {
     /// A fresh directory.
     pub fn new() -> Self {
         Self { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// The directory.
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Writes `content` to `name` with `mode`, returning the path.

@@ -1,0 +1,284 @@
+//! netd's I/O shell: the process around the sans-IO [`Tunnel`].
+//!
+//! Started by the parent with two channels (to the parent, to keyd). It jails itself
+//! first, then takes the tun device and the UDP socket from the parent's `Init`, and runs
+//! one poll loop: tun → seal → UDP, UDP → open → tun, keyd ↔ tunnel, timers. Everything
+//! that decides anything lives in the core; this file only moves bytes and reads the clock.
+//! Buffers are allocated once; the packet path allocates nothing.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use yavipin_ipc::KeydToNetd;
+use yavipin_ipc::control::{NetdInit, NetdToParent, ParentToNetd};
+use yavipin_ipc::frame::{Ancillary, Channel, FrameError};
+use yavipin_proto::OsRandom;
+use yavipin_proto::handshake::Group;
+use yavipin_sandbox::{JailError, JailSpec, Role};
+
+use crate::dataplane::DataConfig;
+use crate::handshake::HandshakeConfig;
+use crate::tunnel::{Tunnel, TunnelConfig, TunnelError};
+
+/// Bytes of the tun packet-information header: flags (2), ethertype (2).
+const PI_LEN: usize = 4;
+/// Datagrams or tun packets handled per readiness before looking at the other sources, so
+/// one busy direction cannot starve the other or the channels.
+const BATCH: usize = 64;
+/// Largest UDP payload or tun packet read.
+const MAX_PACKET: usize = 65_535;
+
+/// Why netd stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// The jail failed: the process must not go on.
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    /// A channel failed or carried a bad frame.
+    #[error("{peer} channel: {source}")]
+    Channel {
+        /// "parent" or "keyd".
+        peer: &'static str,
+        /// What went wrong.
+        source: FrameError,
+    },
+    /// The parent's first message was not a valid `Init`.
+    #[error("bad Init from parent: {0}")]
+    BadInit(String),
+    /// keyd answered something the tunnel's state cannot take.
+    #[error("keyd: {0}")]
+    Keyd(#[from] TunnelError),
+    /// polling failed.
+    #[error("poll: {0}")]
+    Poll(nix::Error),
+    /// The tun device failed.
+    #[error("tun device: {0}")]
+    Tun(std::io::Error),
+}
+
+/// Runs netd on `channels` = [to parent, to keyd] as `user`.
+pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), ShellError> {
+    let [parent, keyd]: [OwnedFd; 2] =
+        channels.try_into().map_err(|c: Vec<_>| ShellError::BadInit(format!("{} channels, expected 2", c.len())))?;
+    let mut spec = JailSpec::new(&[parent.as_raw_fd(), keyd.as_raw_fd()]);
+    user.clone_into(&mut spec.user);
+    let jailed = yavipin_sandbox::jail(Role::Netd, &spec)?;
+
+    let mut parent = Channel::new(parent, Ancillary::Descriptors);
+    let mut keyd = Channel::new(keyd, Ancillary::None);
+    let received = parent.recv::<ParentToNetd>().map_err(|source| ShellError::Channel { peer: "parent", source })?;
+    let init = match received.message {
+        ParentToNetd::Init(init) => init,
+        ParentToNetd::Shutdown => return Ok(()),
+    };
+    let [tun, socket]: [OwnedFd; 2] = received
+        .fds
+        .try_into()
+        .map_err(|fds: Vec<_>| ShellError::BadInit(format!("{} descriptors, expected 2", fds.len())))?;
+    let io = Io::new(tun, socket, init.local)?;
+    let config = tunnel_config(&init, io.local)?;
+    let mut tunnel = Tunnel::new(Instant::now(), config, OsRandom);
+    parent.send(&NetdToParent::Ready).map_err(|source| ShellError::Channel { peer: "parent", source })?;
+    if verbose {
+        eprintln!("netd: {} running on {} ({:?})", init.device, io.local, jailed.role());
+    }
+    event_loop(&mut tunnel, io, &mut parent, &mut keyd)
+}
+
+fn tunnel_config(init: &NetdInit, local: SocketAddr) -> Result<TunnelConfig, ShellError> {
+    let group = Group::from_id(init.group).ok_or_else(|| ShellError::BadInit(format!("group {}", init.group)))?;
+    let mut config = TunnelConfig::new(HandshakeConfig::new(local, group, init.key_id), init.peer.map(normalize));
+    let rekey = Duration::from_secs(u64::from(init.rekey_seconds));
+    config.data = DataConfig {
+        max_inner_len: usize::from(init.max_inner_len),
+        compression: init.compression,
+        rekey_after_time: rekey,
+        reject_after_time: 2 * rekey,
+        ..DataConfig::default()
+    };
+    Ok(config)
+}
+
+/// IPv4 peers appear as IPv4-mapped IPv6 addresses on a dual-stack socket; the core sees
+/// one spelling of each address, the plain one.
+fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The descriptors and their buffers.
+struct Io {
+    tun: File,
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The socket is IPv6 (possibly dual-stack): IPv4 destinations must be mapped.
+    ipv6_socket: bool,
+    /// Received datagram.
+    datagram: Box<[u8]>,
+    /// Tun packet: read from tun, or opened for tun (packet-information header first).
+    packet: Box<[u8]>,
+    /// Sealed datagram.
+    sealed: Box<[u8]>,
+}
+
+impl Io {
+    fn new(tun: OwnedFd, socket: OwnedFd, local: SocketAddr) -> Result<Self, ShellError> {
+        for fd in [&tun, &socket] {
+            let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| ShellError::Tun(e.into()))?;
+            fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
+                .map_err(|e| ShellError::Tun(e.into()))?;
+        }
+        Ok(Self {
+            tun: File::from(tun),
+            socket: UdpSocket::from(socket),
+            ipv6_socket: local.is_ipv6(),
+            local,
+            datagram: vec![0; MAX_PACKET].into_boxed_slice(),
+            packet: vec![0; MAX_PACKET + PI_LEN].into_boxed_slice(),
+            sealed: vec![0; MAX_PACKET].into_boxed_slice(),
+        })
+    }
+
+    fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        let to = match to {
+            SocketAddr::V4(v4) if self.ipv6_socket => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            _ => to,
+        };
+        // A full socket buffer or an unreachable network loses this datagram, as the
+        // network itself might; the protocol recovers (retransmission, liveness).
+        let _ = self.socket.send_to(bytes, to);
+    }
+}
+
+fn event_loop(
+    tunnel: &mut Tunnel<OsRandom>,
+    mut io: Io,
+    parent: &mut Channel,
+    keyd: &mut Channel,
+) -> Result<(), ShellError> {
+    let mut was_up = false;
+    loop {
+        flush(tunnel, &io, keyd)?;
+        if tunnel.is_up() != was_up {
+            was_up = tunnel.is_up();
+            let message = match (was_up, tunnel.peer()) {
+                (true, Some(peer)) => NetdToParent::TunnelUp { peer },
+                _ => NetdToParent::TunnelDown,
+            };
+            parent.send(&message).map_err(|source| ShellError::Channel { peer: "parent", source })?;
+        }
+
+        let timeout = match tunnel.poll_timeout() {
+            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let ready = {
+            let mut fds = [
+                PollFd::new(io.tun.as_fd(), PollFlags::POLLIN),
+                PollFd::new(io.socket.as_fd(), PollFlags::POLLIN),
+                PollFd::new(keyd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(parent.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(ShellError::Poll(e)),
+            }
+            fds.map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+        };
+        let now = Instant::now();
+        if tunnel.poll_timeout().is_some_and(|at| at <= now) {
+            tunnel.handle_timeout(now);
+        }
+        if ready[1] {
+            receive_datagrams(tunnel, &mut io, now)?;
+        }
+        if ready[0] {
+            read_tun(tunnel, &mut io, now)?;
+        }
+        if ready[2] {
+            let message = keyd.recv::<KeydToNetd>().map_err(|source| ShellError::Channel { peer: "keyd", source })?;
+            tunnel.handle_keyd(now, message.message)?;
+        }
+        if ready[3] {
+            match parent
+                .recv::<ParentToNetd>()
+                .map_err(|source| ShellError::Channel { peer: "parent", source })?
+                .message
+            {
+                ParentToNetd::Shutdown => {
+                    flush(tunnel, &io, keyd)?;
+                    return Ok(());
+                }
+                ParentToNetd::Init(_) => return Err(ShellError::BadInit("a second Init".into())),
+            }
+        }
+    }
+}
+
+/// Sends everything the tunnel queued for the network and for keyd.
+fn flush(tunnel: &mut Tunnel<OsRandom>, io: &Io, keyd: &mut Channel) -> Result<(), ShellError> {
+    while let Some(transmit) = tunnel.poll_transmit() {
+        io.send(transmit.to, &transmit.bytes);
+    }
+    while let Some(message) = tunnel.poll_keyd() {
+        keyd.send(&message).map_err(|source| ShellError::Channel { peer: "keyd", source })?;
+    }
+    Ok(())
+}
+
+fn receive_datagrams(tunnel: &mut Tunnel<OsRandom>, io: &mut Io, now: Instant) -> Result<(), ShellError> {
+    for _ in 0..BATCH {
+        let (len, from) = match io.socket.recv_from(&mut io.datagram) {
+            Ok(received) => received,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            // ICMP errors reported on the socket (port unreachable and the like) are not
+            // authenticated: ignore them.
+            Err(_) => continue,
+        };
+        let Io { datagram, packet, tun, .. } = io;
+        if let Some(delivered) = tunnel.handle_datagram(now, normalize(from), &datagram[..len], &mut packet[PI_LEN..]) {
+            // The opened packet sits at `PI_LEN + range`; the packet-information header (no
+            // flags, then the ethertype) goes right before it.
+            let start = delivered.range.start;
+            packet[start..start + 2].fill(0);
+            packet[start + 2..start + PI_LEN].copy_from_slice(&delivered.ethertype.to_be_bytes());
+            match tun.write(&packet[start..PI_LEN + delivered.range.end]) {
+                Ok(_) => {}
+                // EIO: the link is down (tunnel not up yet, or going down). Full queue:
+                // the packet is lost as on any congested link.
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EIO as i32) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(ShellError::Tun(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_tun(tunnel: &mut Tunnel<OsRandom>, io: &mut Io, now: Instant) -> Result<(), ShellError> {
+    for _ in 0..BATCH {
+        let len = match io.tun.read(&mut io.packet) {
+            Ok(len) => len,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(ShellError::Tun(e)),
+        };
+        let Some((header, payload)) = io.packet[..len].split_first_chunk::<PI_LEN>() else { continue };
+        let ethertype = u16::from_be_bytes([header[2], header[3]]);
+        // Refusals (no session or peer yet, key exhausted, too large) are counted by the core.
+        if let Ok(outgoing) = tunnel.send_packet(now, ethertype, payload, &mut io.sealed) {
+            io.send(outgoing.to, &io.sealed[..outgoing.len]);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! End to end: real daemons in network namespaces joined by a veth pair.
+//!
+//! These tests run the release build of yavipind — what users run, with `panic = "abort"`,
+//! and small enough for keyd to lock all its memory under the default 8 MiB
+//! `RLIMIT_MEMLOCK`. `./test.sh` builds it first. Without root they are skipped, loudly.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use yavipin_tests::netns::{Daemon, Netns, Scratch, require_root, veth};
+
+const UP_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn release_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let path = target.join("release/yavipind");
+    assert!(
+        path.exists(),
+        "{} is missing: the end-to-end tests run the release build; `cargo build --release -p yavipin-parent` (./test.sh does it)",
+        path.display()
+    );
+    path
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).expect("urandom");
+    key
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Two hosts, each running yavipind; `b` initiates towards `a`.
+struct Pair {
+    a: Netns,
+    b: Netns,
+    daemon_a: Daemon,
+    /// Kept so the initiating daemon runs as long as the pair.
+    _daemon_b: Daemon,
+    key: [u8; 32],
+    _scratch: Scratch,
+}
+
+const INNER_A: &str = "198.19.0.1";
+const INNER_B: &str = "198.19.0.2";
+const INNER6_A: &str = "fd19::1";
+const INNER6_B: &str = "fd19::2";
+
+fn config(key_file: &Path, inner: (&str, &str), listen: &str, peer: Option<&str>) -> String {
+    let mut text = format!(
+        "key_file = \"{}\"\n[interface]\nname = \"yvp0\"\naddresses = [\"{}/30\", \"{}/64\"]\n[transport]\nlisten = \"{listen}\"\n",
+        key_file.display(),
+        inner.0,
+        inner.1
+    );
+    if let Some(peer) = peer {
+        text += "peer = \"";
+        text += peer;
+        text += "\"\n";
+    }
+    text
+}
+
+impl Pair {
+    fn start(ipv6_underlay: bool) -> Self {
+        let binary = release_binary();
+        let (a, b) = (Netns::new("yva"), Netns::new("yvb"));
+        let (peer_a, listen) = if ipv6_underlay {
+            veth(&a, &["fd18::1/64"], &b, &["fd18::2/64"]);
+            ("[fd18::1]:5555", "[::]:5555")
+        } else {
+            veth(&a, &["198.18.0.1/24"], &b, &["198.18.0.2/24"]);
+            ("198.18.0.1:5555", "0.0.0.0:5555")
+        };
+        let scratch = Scratch::new();
+        let key = random_key();
+        let key_file = scratch.write("tunnel.key", &format!("{}\n", hex(&key)), 0o600);
+        let config_a = scratch.write("a.toml", &config(&key_file, (INNER_A, INNER6_A), listen, None), 0o600);
+        let config_b = scratch.write("b.toml", &config(&key_file, (INNER_B, INNER6_B), listen, Some(peer_a)), 0o600);
+        let mut daemon_a = Daemon::start(&a, &binary, &config_a);
+        let mut daemon_b = Daemon::start(&b, &binary, &config_b);
+        for (name, daemon) in [("a", &mut daemon_a), ("b", &mut daemon_b)] {
+            assert!(daemon.wait_for("tunnel up", UP_TIMEOUT).is_some(), "{name} never came up: {:#?}", daemon.log());
+        }
+        Self { a, b, daemon_a, _daemon_b: daemon_b, key, _scratch: scratch }
+    }
+
+    fn pings_both_ways(&self) {
+        for (from, to) in [(&self.b, INNER_A), (&self.a, INNER_B), (&self.b, INNER6_A), (&self.a, INNER6_B)] {
+            // The link just came up: allow a few tries for neighbour and route setup.
+            let ok = (0..5).any(|_| from.ping(to, 56));
+            assert!(ok, "no answer from {to} through the tunnel");
+            assert!(from.ping(to, 1200), "no answer from {to} to a 1200-byte ping");
+        }
+    }
+}
+
+fn iperf(server: &Netns, client: &Netns, target: &str, reverse: bool) -> u64 {
+    let mut srv = server
+        .command("iperf3")
+        .args(["-s", "-1", "-p", "5201", "--forceflush"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let mut lines = BufReader::new(srv.stdout.take().expect("piped")).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("Server listening"))), "iperf3 server did not start");
+    let mut args = vec!["-c", target, "-p", "5201", "-t", "2", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = client.run("iperf3", &args);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(out.status.success(), "iperf3 failed: {}", String::from_utf8_lossy(&out.stdout));
+    let json = String::from_utf8_lossy(&out.stdout);
+    // "sum_received": { ... "bytes": N ... }
+    let received = json.split("\"sum_received\"").nth(1).expect("iperf3 JSON has sum_received");
+    let bytes = received.split("\"bytes\":").nth(1).expect("bytes field");
+    bytes.trim_start().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).expect("a number")
+}
+
+#[test]
+fn ipv4_and_ipv6_cross_the_tunnel_over_an_ipv4_underlay() {
+    if !require_root("ipv4_and_ipv6_cross_the_tunnel_over_an_ipv4_underlay") {
+        return;
+    }
+    let pair = Pair::start(false);
+    pair.pings_both_ways();
+    let forward = iperf(&pair.a, &pair.b, INNER_A, false);
+    let reverse = iperf(&pair.a, &pair.b, INNER_A, true);
+    assert!(forward > 1_000_000 && reverse > 1_000_000, "iperf3 carried {forward} and {reverse} bytes");
+}
+
+#[test]
+fn ipv4_and_ipv6_cross_the_tunnel_over_an_ipv6_underlay() {
+    if !require_root("ipv4_and_ipv6_cross_the_tunnel_over_an_ipv6_underlay") {
+        return;
+    }
+    let pair = Pair::start(true);
+    pair.pings_both_ways();
+}
+
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':'))).map_or("", str::trim)
+}
+
+fn yavipin_ids() -> (u32, u32) {
+    let user =
+        nix::unistd::User::from_name("yavipin").expect("passwd").expect("the yavipin user exists (.ci/run creates it)");
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
+#[test]
+fn workers_run_jailed() {
+    if !require_root("workers_run_jailed") {
+        return;
+    }
+    let pair = Pair::start(false);
+    let (uid, gid) = yavipin_ids();
+    let workers = pair.daemon_a.workers();
+    assert_eq!(workers.len(), 2, "parent has netd and keyd as children");
+    for pid in workers {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        let role = if cmdline.contains("netd") { "netd" } else { "keyd" };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let ids = |field| {
+            status_field(&status, field).split_whitespace().map(|n| n.parse().expect("id")).collect::<Vec<u32>>()
+        };
+        assert_eq!(ids("Uid"), vec![uid; 4], "{role}");
+        assert_eq!(ids("Gid"), vec![gid; 4], "{role}");
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(status_field(&status, cap), "0000000000000000", "{role} {cap}");
+        }
+        assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{role}");
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+            let task_status = std::fs::read_to_string(task.expect("task").path().join("status")).expect("status");
+            assert_eq!(status_field(&task_status, "Seccomp"), "2", "{role} thread");
+        }
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).expect("root"), Path::new("/run/yavipin/empty"));
+        // Not dumpable: the kernel gives its /proc files to root, and no core is written.
+        assert_eq!(std::fs::metadata(format!("/proc/{pid}/status")).expect("meta").uid(), 0, "{role} dumpable");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let core = limits.lines().find(|l| l.starts_with("Max core file size")).expect("core limit");
+        assert_eq!(core.split_whitespace().nth(4), Some("0"), "{role}: {core}");
+
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .map(|e| std::fs::read_link(e.expect("fd").path()).expect("link").display().to_string())
+            .collect();
+        let sockets = fds.iter().filter(|f| f.starts_with("socket:")).count();
+        let tun = fds.iter().filter(|f| f.as_str() == "/dev/net/tun").count();
+        if role == "netd" {
+            // stdin/out/err, two channels, the UDP socket, the tun device.
+            assert_eq!((fds.len(), sockets, tun), (7, 3, 1), "netd descriptors: {fds:?}");
+        } else {
+            // stdin/out/err, two channels: no network socket, no tun.
+            assert_eq!((fds.len(), sockets, tun), (5, 2, 0), "keyd descriptors: {fds:?}");
+            assert!(status_field(&status, "VmLck").trim_end_matches(" kB").parse::<u64>().expect("VmLck") > 0);
+            assert_cannot_trace(pid, uid, gid);
+        }
+    }
+}
+
+/// An unprivileged process — even one running as the worker's own user — cannot attach to
+/// keyd with ptrace; the same attempt on an ordinary process of that user succeeds, which
+/// shows the check can fail.
+fn assert_cannot_trace(pid: u32, uid: u32, gid: u32) {
+    use std::os::unix::process::CommandExt;
+    let trace = |target: u32| {
+        Command::new("strace")
+            .args(["-qq", "-e", "trace=none", "-p", &target.to_string()])
+            .uid(uid)
+            .gid(gid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strace (apt-get install strace)")
+    };
+    let mut victim = Command::new("sleep").arg("30").uid(uid).gid(gid).spawn().expect("sleep");
+    let mut control = trace(victim.id());
+    let attacker = trace(pid);
+    let attack = attacker.wait_with_output().expect("strace");
+    let stderr = String::from_utf8_lossy(&attack.stderr);
+    assert!(!attack.status.success() && stderr.contains("Operation not permitted"), "keyd traceable: {stderr}");
+    // The control attach is still running (tracing sleep): it succeeded.
+    assert!(control.try_wait().expect("wait").is_none(), "control strace could not attach: test would prove nothing");
+    let _ = control.kill();
+    let _ = victim.kill();
+    let _ = control.wait();
+    let _ = victim.wait();
+}
+
+/// Whether `needle` appears in any readable mapping of process `pid`.
+fn memory_contains(pid: u32, needle: &[u8]) -> bool {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem");
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').expect("range");
+        let (start, end) = (u64::from_str_radix(start, 16).expect("hex"), u64::from_str_radix(end, 16).expect("hex"));
+        let mut region = vec![0u8; usize::try_from(end - start).expect("size")];
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut region).is_err() {
+            continue;
+        }
+        if region.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `K_auth` as docs/PROTOCOL.md section 3 defines it: what keyd keeps of the PSK.
+fn k_auth(psk: &[u8; 32]) -> [u8; 32] {
+    let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"yavipin v1 psk"), psk);
+    let mut key = [0u8; 32];
+    kdf.expand(b"auth", &mut key).expect("valid length");
+    key
+}
+
+#[test]
+fn only_keyd_holds_the_key() {
+    if !require_root("only_keyd_holds_the_key") {
+        return;
+    }
+    let pair = Pair::start(false);
+    pair.pings_both_ways();
+    let auth = k_auth(&pair.key);
+    for pid in pair.daemon_a.workers() {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        if cmdline.contains("netd") {
+            assert!(!memory_contains(pid, &pair.key), "the PSK is in netd's memory");
+            assert!(!memory_contains(pid, &auth), "K_auth is in netd's memory");
+        } else {
+            // The positive control: the scan finds keyd's authentication key.
+            assert!(memory_contains(pid, &auth), "K_auth not found in keyd: the scan cannot be trusted");
+        }
+    }
+    // The parent handed the PSK to keyd and erased its own copies.
+    assert!(!memory_contains(pair.daemon_a.pid(), &pair.key), "the PSK stayed in the parent's memory");
+}
+
+fn check(config: &Path) -> (i32, String) {
+    let out = Command::new(release_binary()).arg("--check").arg("-c").arg(config).output().expect("run yavipind");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("panicked"), "{text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn bad_configurations_and_key_files_are_refused_clearly() {
+    if !require_root("bad_configurations_and_key_files_are_refused_clearly") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let good_key = scratch.write("good.key", &format!("{}\n", hex(&random_key())), 0o600);
+    let open_key = scratch.write("open.key", &format!("{}\n", hex(&random_key())), 0o644);
+    let short_key = scratch.write("short.key", "abcd\n", 0o600);
+    let garbage_key = scratch.write("garbage.key", &"zz".repeat(32), 0o600);
+    let with_key =
+        |name: &str, key: &Path| scratch.write(name, &config(key, (INNER_A, INNER6_A), "0.0.0.0:5555", None), 0o600);
+    let cases = [
+        (with_key("ok.toml", &good_key), 0, "valid"),
+        (with_key("missing.toml", Path::new("/nonexistent/key")), 2, "No such file"),
+        (with_key("open.toml", &open_key), 2, "mode 0644"),
+        (with_key("short.toml", &short_key), 2, "64 hexadecimal digits"),
+        (with_key("garbage.toml", &garbage_key), 2, "64 hexadecimal digits"),
+        (scratch.write("unknown.toml", "key_file = \"k\"\ncolour = 1\n", 0o600), 2, "unknown field `colour`"),
+        (scratch.write("syntax.toml", "[interface\n", 0o600), 2, "syntax.toml:1:"),
+        (scratch.write("binary.toml", "\u{0}\u{1}\u{2}", 0o600), 2, "binary.toml:1:"),
+        (scratch.dir_path().join("absent.toml"), 2, "No such file"),
+    ];
+    for (file, code, expected) in cases {
+        let (got, text) = check(&file);
+        assert_eq!(got, code, "{}: {text}", file.display());
+        assert!(text.contains(expected), "{}: expected {expected:?} in {text}", file.display());
+    }
+    // Starting (not just checking) with a bad key fails the same way, before any device exists.
+    let out = Command::new(release_binary()).arg("-c").arg(with_key("again.toml", &open_key)).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mode 0644"));
+}
