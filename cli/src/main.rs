@@ -1,0 +1,153 @@
+//! yavipin: the administration tool of the yavipind VPN daemon. It generates pre-shared
+//! keys, validates configuration files and (once the daemon has a control socket) shows a
+//! tunnel's state. It needs no privilege beyond access to the files it is given.
+
+#![forbid(unsafe_code)]
+
+mod check;
+mod genkey;
+mod show;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Administration tool of yavipind: generate keys, check configurations, show tunnels";
+
+// The long texts are wrapped by hand: clap prints them as they are.
+const LONG_ABOUT: &str = "Administration tool of yavipind, the point-to-point VPN daemon.
+
+`yavipin genkey` creates the pre-shared key both peers share, `yavipin check`
+validates a tunnel's configuration and key file as the daemon will, and
+`yavipin show` reports a running tunnel's state. See yavipin(8), yavipind(8)
+and yavipind.conf(5).
+
+Example, setting up the tunnel `home` (the service yavipind@home reads
+/etc/yavipin/home.toml):
+    yavipin genkey /etc/yavipin/home.key
+    cp /usr/share/doc/yavipin/example.toml /etc/yavipin/home.toml  # edit it
+    yavipin check /etc/yavipin/home.toml
+    systemctl enable --now yavipind@home";
+
+const GENKEY_ABOUT: &str = "Generate a new pre-shared key into FILE (mode 0600), or to stdout with -";
+
+const GENKEY_LONG_ABOUT: &str = "Generate a new 256-bit pre-shared key from the operating system's random
+source and write it as 64 lowercase hexadecimal digits and a newline, the
+format yavipind reads.
+
+FILE is created with mode 0600 whatever the umask; it is never readable by
+anyone else, not even for a moment. An existing FILE is never overwritten:
+remove it first to replace a key (the peer then needs the new key too).
+With `-` as FILE, the key goes to standard output.
+
+yavipind accepts only a key file owned by root with mode 0600 or 0400: run
+this as root, or change the owner afterwards (chown root: FILE).
+
+Both peers use the same key: copy it to the other host over a secure channel
+such as ssh, never by e-mail or chat, and never into a file others can read.
+
+Example:
+    yavipin genkey /etc/yavipin/home.key
+    ssh root@peer 'umask 077; cat > /etc/yavipin/home.key' \\
+        < /etc/yavipin/home.key";
+
+const CHECK_ABOUT: &str = "Validate a configuration and its key file, as `yavipind --check` does";
+
+const CHECK_LONG_ABOUT: &str = "Validate a tunnel's configuration file exactly as `yavipind --check -c FILE`
+does: the TOML syntax, every key and value (unknown keys are errors), the key
+file it names (present, a regular file, owned by root, mode 0600 or 0400,
+64 hexadecimal digits) and the account the workers run as.
+
+On success it prints one line and exits 0. Otherwise it prints what is wrong,
+naming the file, line and column, and the key concerned, and exits 1.
+
+Run it after each edit, before restarting the tunnel; the service unit runs
+the same check before every start.
+
+Example:
+    yavipin check /etc/yavipin/home.toml";
+
+const SHOW_ABOUT: &str = "Show a running tunnel's state (peer, handshakes, epoch, MTU, traffic, drops)";
+
+const SHOW_LONG_ABOUT: &str = "Show the state of the tunnel on DEVICE (default yavipin0), asked from the
+running yavipind over its control socket /run/yavipin/DEVICE.sock:
+
+  peer         the peer's current endpoint, address and port
+  state        tunnel up or down, and whether the peer is reachable
+  handshake    time since the last handshake and since the last
+               Diffie-Hellman renewal
+  epoch        the current key epoch, in each direction
+  mtu          the path MTU measured on the underlay, and the tunnel's MTU
+  transfer     packets and bytes, sent and received
+  compression  the compression ratio achieved, when compression is on
+  drops        packets dropped, by reason (malformed, bad MAC, replayed,
+               unknown key, ...)
+
+With --json, the same fields are printed as one JSON object, for scripts and
+monitoring.
+
+yavipind does not open the control socket yet: until it does, `yavipin show`
+reports that it found no control socket and exits 1. It never prints figures
+it did not get from the daemon.
+
+Example:
+    yavipin show
+    yavipin show --json home0";
+
+/// yavipin's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "yavipin",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(about = GENKEY_ABOUT, long_about = GENKEY_LONG_ABOUT)]
+    Genkey {
+        /// The key file to create (it must not exist), or `-` for standard output.
+        #[arg(value_name = "FILE")]
+        file: OsString,
+    },
+    #[command(about = CHECK_ABOUT, long_about = CHECK_LONG_ABOUT)]
+    Check {
+        /// The tunnel's configuration file, e.g. /etc/yavipin/home.toml.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    #[command(about = SHOW_ABOUT, long_about = SHOW_LONG_ABOUT)]
+    Show {
+        /// The tunnel's device: `name` in the [interface] table of its configuration.
+        #[arg(value_name = "DEVICE", default_value = show::DEFAULT_DEVICE, value_parser = show::parse_device)]
+        device: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, result) = match cli.command {
+        Command::Genkey { file } => ("genkey", genkey::run(&file).map_err(|e| e.to_string())),
+        Command::Check { file } => ("check", check::run(&file).map_err(|e| e.to_string())),
+        Command::Show { device, json } => ("show", show::run(&device, json).map_err(|e| e.to_string())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("yavipin {name}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
