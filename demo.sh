@@ -48,7 +48,7 @@ echo "== one shared key, two small configurations"
 cat >"$work/a.toml" <<EOF
 key_file = "$work/demo.key"
 [interface]
-name = "yvdemo0"
+name = "yvdemo-a0"
 addresses = ["10.99.0.1/30", "fd99::1/64"]
 [transport]
 listen = "0.0.0.0:5555"
@@ -56,7 +56,7 @@ EOF
 cat >"$work/b.toml" <<EOF
 key_file = "$work/demo.key"
 [interface]
-name = "yvdemo0"
+name = "yvdemo-b0"
 addresses = ["10.99.0.2/30", "fd99::2/64"]
 [transport]
 listen = "0.0.0.0:5555"
@@ -88,8 +88,8 @@ ip netns exec "$ns_a" ping -c 3 -W 1 10.99.0.2
 ip netns exec "$ns_b" ping -6 -c 3 -W 1 fd99::1
 
 echo "== the tunnel's state on $ns_b"
-ip -n "$ns_b" -s link show yvdemo0
-ip -n "$ns_b" address show yvdemo0 | grep inet
+"$bin/yavipin" show yvdemo-b0
+ip -n "$ns_b" -s link show yvdemo-b0
 
 echo "== teardown"
 cleanup

@@ -1,18 +1,19 @@
-//! `yavipin show`: a running tunnel's state, asked from yavipind over its control socket.
-//!
-//! The daemon does not open a control socket yet. This subcommand already validates its
-//! arguments and connects, so that it fails for the true reason (no socket, no permission)
-//! and never shows figures it did not get from the daemon.
+//! `yavipin show`: a running tunnel's state, asked from yavipind over its control socket
+//! (`/run/yavipin/DEVICE.sock`, root and group `yavipin` only). One request, `status`; one
+//! JSON answer, printed as is with `--json` or as text.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Where yavipind's control sockets are: one per tunnel, named after the device.
-pub(crate) const RUN_DIR: &str = "/run/yavipin";
+use yavipin_parent::control::{ErrorReply, STATUS_REQUEST, TunnelStatus, socket_path};
 
 /// The device shown when none is named (the configuration's default device name).
 pub(crate) const DEFAULT_DEVICE: &str = "yavipin0";
+
+/// Longest answer accepted.
+const MAX_REPLY: u64 = 1 << 20;
 
 /// Why no state was shown.
 #[derive(Debug, thiserror::Error)]
@@ -25,37 +26,38 @@ pub(crate) enum ShowError {
         /// The device.
         device: String,
     },
-    /// The socket exists but may only be used by root.
-    #[error("cannot connect to {}: {source} (the control socket is root's: run as root)", path.display())]
+    /// The socket exists but this user may not use it.
+    #[error("cannot connect to {}: {source} (the control socket is for root and the yavipin group)", path.display())]
     Permission {
         /// The socket path.
         path: PathBuf,
         /// What the kernel said.
         source: io::Error,
     },
-    /// Any other failure to connect.
-    #[error("cannot connect to {}: {source}", path.display())]
-    Connect {
+    /// Any other failure to connect or talk.
+    #[error("{}: {source}", path.display())]
+    Io {
         /// The socket path.
         path: PathBuf,
         /// What the kernel said.
         source: io::Error,
     },
-    /// Something listens, but this version has no status protocol to speak with it.
-    #[error(
-        "{} accepted the connection, but this version of yavipin does not know the daemon's \
-         status protocol; nothing to show",
-        path.display()
-    )]
-    NoProtocol {
+    /// The daemon answered with an error.
+    #[error("yavipind: {0}")]
+    Daemon(String),
+    /// The answer is not what a daemon of this version sends.
+    #[error("unexpected answer from {}: {detail}", path.display())]
+    BadReply {
         /// The socket path.
         path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
     },
 }
 
 /// Checks a device name with the configuration's rules (1 to 15 characters: letters,
 /// digits, `_`, `.`, `-`; not `.` or `..`), which also keeps the socket path inside
-/// [`RUN_DIR`].
+/// the run directory.
 pub(crate) fn parse_device(name: &str) -> Result<String, String> {
     let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if name.is_empty() || name.len() > 15 || !valid_chars || name == "." || name == ".." {
@@ -67,21 +69,114 @@ pub(crate) fn parse_device(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// Connects to `device`'s control socket. Fails until the daemon has one.
-pub(crate) fn run(device: &str, _json: bool) -> Result<(), ShowError> {
-    let path = PathBuf::from(format!("{RUN_DIR}/{device}.sock"));
-    match UnixStream::connect(&path) {
-        // Connected: there is a listener, but no protocol to ask it anything with.
-        Ok(stream) => {
-            drop(stream);
-            Err(ShowError::NoProtocol { path })
-        }
+/// Asks `device`'s daemon for its state and prints it.
+pub(crate) fn run(device: &str, json: bool) -> Result<(), ShowError> {
+    let path = socket_path(device);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
-            Err(ShowError::NoSocket { path, device: device.to_owned() })
+            return Err(ShowError::NoSocket { path, device: device.to_owned() });
         }
-        Err(source) if source.kind() == io::ErrorKind::PermissionDenied => Err(ShowError::Permission { path, source }),
-        Err(source) => Err(ShowError::Connect { path, source }),
+        Err(source) if source.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(ShowError::Permission { path, source });
+        }
+        Err(source) => return Err(ShowError::Io { path, source }),
+    };
+    let io_error = |source| ShowError::Io { path: path.clone(), source };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io_error)?;
+    stream.write_all(STATUS_REQUEST).map_err(io_error)?;
+    let mut reply = String::new();
+    stream.take(MAX_REPLY).read_to_string(&mut reply).map_err(io_error)?;
+    if let Ok(status) = serde_json::from_str::<TunnelStatus>(&reply) {
+        if json {
+            print!("{reply}");
+        } else {
+            print!("{}", render(&status));
+        }
+        return Ok(());
     }
+    match serde_json::from_str::<ErrorReply>(&reply) {
+        Ok(error) => Err(ShowError::Daemon(error.error)),
+        Err(e) => Err(ShowError::BadReply { path, detail: e.to_string() }),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
+        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
+    }
+}
+
+/// The state as text, in the manner of `wg show`.
+fn render(status: &TunnelStatus) -> String {
+    use std::fmt::Write as _;
+    let netd = &status.netd;
+    let keyd = &status.keyd;
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "  {label:<15}{value}");
+    };
+    let opt = |value: Option<String>| value.unwrap_or_else(|| "unknown".into());
+    let header = format!("interface: {}\n", status.device);
+    line("listen", status.listen.clone());
+    line("peer", netd.peer.map_or_else(|| "not known yet".into(), |p| p.to_string()));
+    line("tunnel", if netd.up { "up".into() } else { "down".into() });
+    line("reachability", opt(netd.reachability.clone()));
+    line("last handshake", opt(netd.last_handshake_secs.map(|s| format!("{s} s ago"))));
+    line(
+        "key epoch",
+        format!(
+            "send {}, receive {}",
+            opt(netd.send_epoch.map(|e| e.to_string())),
+            if netd.recv_epochs.is_empty() {
+                "none".to_owned()
+            } else {
+                netd.recv_epochs.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+            }
+        ),
+    );
+    line("path mtu", opt(netd.path_mtu.map(|m| m.to_string())));
+    line(
+        "transfer",
+        format!(
+            "{} received ({} packets), {} sent ({} packets)",
+            bytes(netd.received.bytes),
+            netd.received.packets,
+            bytes(netd.sent.bytes),
+            netd.sent.packets
+        ),
+    );
+    let compression = if netd.compressed.packets == 0 {
+        "none".to_owned()
+    } else {
+        #[allow(clippy::cast_precision_loss)]
+        let saved = netd.compressed.bytes as f64 / netd.sent.bytes.max(1) as f64;
+        format!("{} packets, {} saved ({:.1} %)", netd.compressed.packets, bytes(netd.compressed.bytes), 100.0 * saved)
+    };
+    line("compression", compression);
+    let list = |items: &[(String, u64)]| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
+        }
+    };
+    line("drops", list(&netd.drops));
+    line("not sent", list(&netd.refused));
+    line(
+        "handshakes",
+        format!(
+            "{} initiated, {} responded, {} cookie replies; keyd: {} sessions, {} exponentiations, {} keys handed out",
+            netd.initiated, netd.responded, netd.cookie_replies, keyd.sessions, keyd.modexps, keyd.keys_handed_out
+        ),
+    );
+    line("refused by keyd", list(&keyd.failures));
+    header + &out
 }
 
 #[cfg(test)]

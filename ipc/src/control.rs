@@ -45,11 +45,59 @@ pub enum ParentToNetd {
     Init(NetdInit),
     /// Send the shutdown notice to the peer and exit.
     Shutdown,
+    /// Answer with [`NetdToParent::Status`].
+    Status,
+}
+
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// What netd reports about the tunnel: plain counters and state, never key material.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetdStatus {
+    /// A session is established.
+    pub up: bool,
+    /// The peer's endpoint, once known.
+    pub peer: Option<SocketAddr>,
+    /// Reachability of the peer (NUD state), when liveness tracking knows it.
+    pub reachability: Option<String>,
+    /// Largest datagram known to reach the peer, when path-MTU discovery found it.
+    pub path_mtu: Option<u16>,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs: Option<u64>,
+    /// The send key's epoch.
+    pub send_epoch: Option<u32>,
+    /// Epochs with a receive key installed.
+    pub recv_epochs: Vec<u32>,
+    /// Inner packets sent.
+    pub sent: Count,
+    /// Inner packets received.
+    pub received: Count,
+    /// Packets sent compressed, and the bytes compression saved.
+    pub compressed: Count,
+    /// Received datagrams dropped, by reason (data packets and handshake messages).
+    pub drops: Vec<(String, u64)>,
+    /// Tun packets not sent, by reason.
+    pub refused: Vec<(String, u64)>,
+    /// Sessions completed as initiator.
+    pub initiated: u64,
+    /// Sessions confirmed as responder.
+    pub responded: u64,
+    /// Cookie replies sent.
+    pub cookie_replies: u64,
 }
 
 /// netd to parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NetdToParent {
+    /// The answer to [`ParentToNetd::Status`].
+    Status(NetdStatus),
     /// Jailed and running.
     Ready,
     /// A session with the peer is established: set the link up.
@@ -86,6 +134,21 @@ pub enum ParentToKeyd {
     Init(KeydInit),
     /// Erase everything and exit.
     Shutdown,
+    /// Answer with [`KeydToParent::Status`].
+    Status,
+}
+
+/// What keyd reports: counters only, never key material.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeydStatus {
+    /// Sessions established.
+    pub sessions: u64,
+    /// Modular exponentiations performed.
+    pub modexps: u64,
+    /// Send keys and receive keys handed to netd.
+    pub keys_handed_out: u64,
+    /// Handshake messages refused, by reason.
+    pub failures: Vec<(String, u64)>,
 }
 
 /// keyd to parent.
@@ -93,6 +156,8 @@ pub enum ParentToKeyd {
 pub enum KeydToParent {
     /// Jailed and running.
     Ready,
+    /// The answer to [`ParentToKeyd::Status`].
+    Status(KeydStatus),
 }
 
 #[cfg(test)]
@@ -119,7 +184,7 @@ mod tests {
                 assert_eq!(got.psk.expose(), &[0xc3; 32]);
                 assert_eq!(got.key_id, 7);
             }
-            ParentToKeyd::Shutdown => panic!("wrong message"),
+            ParentToKeyd::Shutdown | ParentToKeyd::Status => panic!("wrong message"),
         }
     }
 

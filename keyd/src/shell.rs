@@ -10,8 +10,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use yavipin_ipc::FailReason;
 use yavipin_ipc::NetdToKeyd;
-use yavipin_ipc::control::{KeydToParent, ParentToKeyd};
+use yavipin_ipc::control::{KeydStatus, KeydToParent, ParentToKeyd};
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError};
 use yavipin_proto::OsRandom;
 use yavipin_proto::handshake::Group;
@@ -45,7 +46,7 @@ pub enum ShellError {
 }
 
 /// Runs keyd on `channels` = [to parent, to netd] as `user`.
-pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), ShellError> {
+pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
     let [parent, netd]: [OwnedFd; 2] =
         channels.try_into().map_err(|c: Vec<_>| ShellError::BadInit(format!("{} channels, expected 2", c.len())))?;
     let mut spec = JailSpec::new(&[parent.as_raw_fd(), netd.as_raw_fd()]);
@@ -58,6 +59,7 @@ pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), Shel
         match parent.recv::<ParentToKeyd>().map_err(|source| ShellError::Channel { peer: "parent", source })?.message {
             ParentToKeyd::Init(init) => init,
             ParentToKeyd::Shutdown => return Ok(()),
+            ParentToKeyd::Status => return Err(ShellError::BadInit("Status before Init".into())),
         };
     let group = Group::from_id(init.group).ok_or_else(|| ShellError::BadInit(format!("group {}", init.group)))?;
     let config = KeydConfig {
@@ -67,9 +69,7 @@ pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), Shel
     };
     let mut daemon = KeyDaemon::new(config, init.key_id, init.psk, OsRandom);
     parent.send(&KeydToParent::Ready).map_err(|source| ShellError::Channel { peer: "parent", source })?;
-    if verbose {
-        eprintln!("keyd: running ({:?})", jailed.role());
-    }
+    log::debug!("running ({:?}, jailed, memory locked)", jailed.role());
 
     loop {
         while let Some(answer) = daemon.poll_output() {
@@ -105,8 +105,29 @@ pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), Shel
             {
                 // Dropping the daemon erases every secret it holds.
                 ParentToKeyd::Shutdown => return Ok(()),
+                ParentToKeyd::Status => {
+                    let status = status(&daemon);
+                    parent
+                        .send(&KeydToParent::Status(status))
+                        .map_err(|source| ShellError::Channel { peer: "parent", source })?;
+                }
                 ParentToKeyd::Init(_) => return Err(ShellError::BadInit("a second Init".into())),
             }
         }
+    }
+}
+
+/// keyd's counters for the status query: numbers only.
+fn status<R: yavipin_proto::Random>(daemon: &KeyDaemon<R>) -> KeydStatus {
+    let counters = daemon.counters();
+    KeydStatus {
+        sessions: counters.sessions,
+        modexps: daemon.modexps(),
+        keys_handed_out: counters.send_keys + counters.recv_keys,
+        failures: FailReason::ALL
+            .iter()
+            .map(|&r| (r.name().to_owned(), counters.failed(r)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
     }
 }

@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod handshake;
 pub mod replay;
 pub mod shell;
+pub mod status;
 pub mod suite;
 pub mod tunnel;
 

@@ -23,6 +23,7 @@ use yavipin_sandbox::{JailError, JailSpec, Role};
 
 use crate::dataplane::DataConfig;
 use crate::handshake::HandshakeConfig;
+use crate::status;
 use crate::tunnel::{Tunnel, TunnelConfig, TunnelError};
 
 /// Bytes of the tun packet-information header: flags (2), ethertype (2).
@@ -62,7 +63,7 @@ pub enum ShellError {
 }
 
 /// Runs netd on `channels` = [to parent, to keyd] as `user`.
-pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), ShellError> {
+pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
     let [parent, keyd]: [OwnedFd; 2] =
         channels.try_into().map_err(|c: Vec<_>| ShellError::BadInit(format!("{} channels, expected 2", c.len())))?;
     let mut spec = JailSpec::new(&[parent.as_raw_fd(), keyd.as_raw_fd()]);
@@ -75,6 +76,7 @@ pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), Shel
     let init = match received.message {
         ParentToNetd::Init(init) => init,
         ParentToNetd::Shutdown => return Ok(()),
+        ParentToNetd::Status => return Err(ShellError::BadInit("Status before Init".into())),
     };
     let [tun, socket]: [OwnedFd; 2] = received
         .fds
@@ -84,9 +86,7 @@ pub fn run(channels: Vec<OwnedFd>, user: &str, verbose: bool) -> Result<(), Shel
     let config = tunnel_config(&init, io.local)?;
     let mut tunnel = Tunnel::new(Instant::now(), config, OsRandom);
     parent.send(&NetdToParent::Ready).map_err(|source| ShellError::Channel { peer: "parent", source })?;
-    if verbose {
-        eprintln!("netd: {} running on {} ({:?})", init.device, io.local, jailed.role());
-    }
+    log::debug!("{} running on {} ({:?}, jailed)", init.device, io.local, jailed.role());
     event_loop(&mut tunnel, io, &mut parent, &mut keyd)
 }
 
@@ -167,8 +167,18 @@ fn event_loop(
     keyd: &mut Channel,
 ) -> Result<(), ShellError> {
     let mut was_up = false;
+    // When a session last completed, noticed from the counters (for status only).
+    let mut sessions = 0;
+    let mut last_handshake = None;
+    let mut drops = DropReport::new(Instant::now());
     loop {
         flush(tunnel, &io, keyd)?;
+        drops.report(tunnel, Instant::now());
+        let completed = tunnel.counters().initiated + tunnel.counters().responded;
+        if completed != sessions {
+            sessions = completed;
+            last_handshake = Some(Instant::now());
+        }
         if tunnel.is_up() != was_up {
             was_up = tunnel.is_up();
             let message = match (was_up, tunnel.peer()) {
@@ -206,10 +216,7 @@ fn event_loop(
         if ready[0] {
             read_tun(tunnel, &mut io, now)?;
         }
-        if ready[2] {
-            let message = keyd.recv::<KeydToNetd>().map_err(|source| ShellError::Channel { peer: "keyd", source })?;
-            tunnel.handle_keyd(now, message.message)?;
-        }
+        // The parent first: after its Shutdown, keyd's channel closing is expected.
         if ready[3] {
             match parent
                 .recv::<ParentToNetd>()
@@ -220,9 +227,55 @@ fn event_loop(
                     flush(tunnel, &io, keyd)?;
                     return Ok(());
                 }
+                ParentToNetd::Status => {
+                    let status = status::snapshot(tunnel, now, last_handshake);
+                    parent
+                        .send(&NetdToParent::Status(status))
+                        .map_err(|source| ShellError::Channel { peer: "parent", source })?;
+                }
                 ParentToNetd::Init(_) => return Err(ShellError::BadInit("a second Init".into())),
             }
         }
+        if ready[2] {
+            let message = keyd.recv::<KeydToNetd>().map_err(|source| ShellError::Channel { peer: "keyd", source })?;
+            tunnel.handle_keyd(now, message.message)?;
+        }
+    }
+}
+
+/// How often dropped datagrams are summarised in the log, at most.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate-limited logging of drops: an attacker's flood costs one log line per interval, not
+/// one per datagram.
+struct DropReport {
+    next: Instant,
+    /// Counts at the last report, by reason.
+    reported: Vec<(String, u64)>,
+}
+
+impl DropReport {
+    fn new(now: Instant) -> Self {
+        Self { next: now + DROP_REPORT_INTERVAL, reported: Vec::new() }
+    }
+
+    fn report(&mut self, tunnel: &Tunnel<OsRandom>, now: Instant) {
+        if now < self.next {
+            return;
+        }
+        self.next = now + DROP_REPORT_INTERVAL;
+        let drops = status::snapshot(tunnel, now, None).drops;
+        let new: Vec<String> = drops
+            .iter()
+            .filter_map(|(reason, count)| {
+                let before = self.reported.iter().find(|(r, _)| r == reason).map_or(0, |(_, n)| *n);
+                (*count > before).then(|| format!("{reason} {}", count - before))
+            })
+            .collect();
+        if !new.is_empty() {
+            log::info!("dropped in the last {} s: {}", DROP_REPORT_INTERVAL.as_secs(), new.join(", "));
+        }
+        self.reported = drops;
     }
 }
 

@@ -16,13 +16,17 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use yavipin_ipc::control::{KeydInit, KeydToParent, NetdInit, NetdToParent, ParentToKeyd, ParentToNetd};
+use yavipin_ipc::control::{
+    KeydInit, KeydStatus, KeydToParent, NetdInit, NetdStatus, NetdToParent, ParentToKeyd, ParentToNetd,
+};
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError, pair};
 use yavipin_proto::keys::Psk;
 use yavipin_sandbox::Role;
 
 use crate::config::{Config, ConfigError};
+use crate::control::{Client, ControlError, ControlSocket, ErrorReply, TunnelStatus};
 use crate::keyfile::{KeyFileError, load_psk};
+use crate::logging::Sink;
 use crate::spawn::{SpawnError, spawn};
 use crate::tundev::{self, TunError};
 
@@ -81,6 +85,9 @@ pub enum DaemonError {
         /// How it ended.
         status: ExitStatus,
     },
+    /// The control socket.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// Signal handling or polling failed.
     #[error("supervision: {0}")]
     System(#[from] nix::Error),
@@ -112,7 +119,7 @@ impl Worker {
 }
 
 /// Runs the tunnel described by `config_path` until a signal or a failure.
-pub fn run(config_path: &Path, verbose: bool) -> Result<(), DaemonError> {
+pub fn run(config_path: &Path, sink: Sink, verbose: bool) -> Result<(), DaemonError> {
     let config = check(config_path)?;
     let mut psk_bytes = load_psk(&config.key_file)?;
     let psk = Psk::new(&mut psk_bytes);
@@ -126,12 +133,16 @@ pub fn run(config_path: &Path, verbose: bool) -> Result<(), DaemonError> {
     signals.thread_block()?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC)?;
 
+    // First the control socket: it also proves no other daemon serves this device.
+    let gid = yavipin_sandbox::lookup_user(&config.user).map_err(|e| DaemonError::User(e.to_string()))?.1;
+    let control = ControlSocket::bind(&config.interface.name, gid.as_raw())?;
+
     let tun = tundev::create(&config.interface.name, config.tun_mtu())?;
     tundev::add_addresses(&config.interface.name, &config.interface.addresses)?;
     let socket = UdpSocket::bind(config.transport.listen)
         .map_err(|source| DaemonError::Bind { addr: config.transport.listen, source })?;
     let local = socket.local_addr().map_err(|source| DaemonError::Bind { addr: config.transport.listen, source })?;
-    log(&format!("{}: listening on {local}", config.interface.name));
+    log::info!("{}: listening on {local}", config.interface.name);
 
     let (netd_parent, parent_netd) =
         pair(Ancillary::Descriptors).map_err(|source| DaemonError::Channel { role: "netd", source })?;
@@ -142,13 +153,14 @@ pub fn run(config_path: &Path, verbose: bool) -> Result<(), DaemonError> {
 
     // The workers inherit the signal mask through exec: give them the default one back.
     signals.thread_unblock()?;
-    let netd_child = spawn(Role::Netd, &config.user, vec![netd_parent.into_fd(), netd_keyd.into_fd()], verbose);
-    let keyd_child = spawn(Role::Keyd, &config.user, vec![keyd_parent.into_fd(), keyd_netd.into_fd()], verbose);
+    let netd_child = spawn(Role::Netd, &config.user, vec![netd_parent.into_fd(), netd_keyd.into_fd()], sink, verbose);
+    let keyd_child = spawn(Role::Keyd, &config.user, vec![keyd_parent.into_fd(), keyd_netd.into_fd()], sink, verbose);
     signals.thread_block()?;
     let mut netd = Worker { role: Role::Netd, child: netd_child?, channel: parent_netd };
     let mut keyd = Worker { role: Role::Keyd, child: keyd_child?, channel: parent_keyd };
 
-    let result = start_and_supervise(&config, psk, tun, (socket.into(), local), &signal_fd, &mut netd, &mut keyd);
+    let result =
+        start_and_supervise(&config, psk, tun, (socket.into(), local), (&signal_fd, &control), &mut netd, &mut keyd);
     // The tun device disappears with the last descriptor to it, netd's.
     stop(&mut netd, &mut keyd, &signal_fd);
     result
@@ -159,7 +171,7 @@ fn start_and_supervise(
     psk: Psk,
     tun: OwnedFd,
     (socket, local): (OwnedFd, SocketAddr),
-    signal_fd: &SignalFd,
+    (signal_fd, control): (&SignalFd, &ControlSocket),
     netd: &mut Worker,
     keyd: &mut Worker,
 ) -> Result<(), DaemonError> {
@@ -189,101 +201,183 @@ fn start_and_supervise(
     drop(tun);
     drop(socket);
 
-    let mut ready = [false, false];
-    loop {
-        let mut fds = [
-            PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(netd.channel.as_fd(), PollFlags::POLLIN),
-            PollFd::new(keyd.channel.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-        let (sig, from_netd, from_keyd) = (readable(&fds[0]), readable(&fds[1]), readable(&fds[2]));
+    let mut supervisor = Supervisor { config, local, netd, keyd, ready: [false, false], query: None };
+    supervisor.run(signal_fd, control)
+}
 
-        if sig && let Some(info) = signal_fd.read_signal()? {
-            match Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) {
-                Ok(Signal::SIGTERM | Signal::SIGINT) => {
-                    log("shutting down on signal");
-                    return Ok(());
+/// A status query waiting for the workers' answers.
+struct Query {
+    client: Client,
+    deadline: Instant,
+    netd: Option<NetdStatus>,
+    keyd: Option<KeydStatus>,
+}
+
+/// How long the workers have to answer a status query.
+const QUERY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The parent's event loop: signals, the workers' messages, the control socket.
+struct Supervisor<'a> {
+    config: &'a Config,
+    local: SocketAddr,
+    netd: &'a mut Worker,
+    keyd: &'a mut Worker,
+    ready: [bool; 2],
+    query: Option<Query>,
+}
+
+impl Supervisor<'_> {
+    fn run(&mut self, signal_fd: &SignalFd, control: &ControlSocket) -> Result<(), DaemonError> {
+        loop {
+            let timeout = self.query.as_ref().map_or(PollTimeout::NONE, |q| {
+                PollTimeout::try_from(q.deadline.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX)
+            });
+            // While a query waits for its answers, new clients wait in the backlog.
+            let control_events = if self.query.is_some() { PollFlags::empty() } else { PollFlags::POLLIN };
+            let ready = {
+                let mut fds = [
+                    PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.netd.channel.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.keyd.channel.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(control.as_fd(), control_events),
+                ];
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::Error::EINTR) => {}
+                    Err(e) => return Err(e.into()),
                 }
-                Ok(Signal::SIGCHLD) => {
-                    for worker in [&mut *netd, &mut *keyd] {
-                        if let Ok(Some(status)) = worker.child.try_wait() {
-                            return Err(DaemonError::WorkerDied {
-                                role: worker.name(),
-                                pid: worker.child.id(),
-                                status,
-                            });
-                        }
+                fds.map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            };
+            if ready[0]
+                && let Some(info) = signal_fd.read_signal()?
+            {
+                match Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) {
+                    Ok(Signal::SIGTERM | Signal::SIGINT) => {
+                        log::info!("shutting down on signal");
+                        return Ok(());
                     }
+                    Ok(Signal::SIGCHLD) => self.check_workers()?,
+                    _ => {} // SIGHUP: nothing to reload; a new configuration needs a restart.
                 }
-                _ => {} // SIGHUP: nothing to reload; a new configuration needs a restart.
+            }
+            if ready[1] {
+                let message = self.netd.channel.recv::<NetdToParent>().map_err(|e| self.netd.channel_error(e))?;
+                self.dispatch_netd(message.message)?;
+            }
+            if ready[2] {
+                let message = self.keyd.channel.recv::<KeydToParent>().map_err(|e| self.keyd.channel_error(e))?;
+                self.dispatch_keyd(message.message)?;
+            }
+            if ready[3]
+                && let Some(mut client) = control.accept()
+                && client.wants_status()
+            {
+                self.netd.channel.send(&ParentToNetd::Status).map_err(|e| self.netd.channel_error(e))?;
+                self.keyd.channel.send(&ParentToKeyd::Status).map_err(|e| self.keyd.channel_error(e))?;
+                self.query = Some(Query { client, deadline: Instant::now() + QUERY_DEADLINE, netd: None, keyd: None });
+            }
+            self.answer_query();
+        }
+    }
+
+    fn check_workers(&mut self) -> Result<(), DaemonError> {
+        for worker in [&mut *self.netd, &mut *self.keyd] {
+            if let Ok(Some(status)) = worker.child.try_wait() {
+                return Err(DaemonError::WorkerDied { role: worker.name(), pid: worker.child.id(), status });
             }
         }
-        if from_netd {
-            match netd.channel.recv::<NetdToParent>().map_err(|e| netd.channel_error(e))?.message {
-                NetdToParent::Ready if !ready[0] => {
-                    ready[0] = true;
-                    log(&format!("netd running as pid {}", netd.child.id()));
-                }
-                NetdToParent::TunnelUp { peer } if ready[0] => {
-                    log(&format!("{}: tunnel up with {peer}", config.interface.name));
-                    tundev::set_link(&config.interface.name, true)?;
-                }
-                NetdToParent::TunnelDown if ready[0] => {
-                    log(&format!("{}: tunnel down", config.interface.name));
-                    tundev::set_link(&config.interface.name, false)?;
-                }
-                other => return Err(DaemonError::OutOfOrder { role: "netd", message: format!("{other:?}") }),
+        Ok(())
+    }
+
+    fn dispatch_netd(&mut self, message: NetdToParent) -> Result<(), DaemonError> {
+        let device = &self.config.interface.name;
+        match message {
+            NetdToParent::Ready if !self.ready[0] => {
+                self.ready[0] = true;
+                log::info!("netd running as pid {}", self.netd.child.id());
             }
+            NetdToParent::TunnelUp { peer } if self.ready[0] => {
+                log::info!("{device}: tunnel up with {peer}");
+                tundev::set_link(device, true)?;
+            }
+            NetdToParent::TunnelDown if self.ready[0] => {
+                log::info!("{device}: tunnel down");
+                tundev::set_link(device, false)?;
+            }
+            NetdToParent::Status(status) if self.query.as_ref().is_some_and(|q| q.netd.is_none()) => {
+                if let Some(query) = &mut self.query {
+                    query.netd = Some(status);
+                }
+            }
+            other => return Err(DaemonError::OutOfOrder { role: "netd", message: format!("{other:?}") }),
         }
-        if from_keyd {
-            match keyd.channel.recv::<KeydToParent>().map_err(|e| keyd.channel_error(e))?.message {
-                KeydToParent::Ready if !ready[1] => {
-                    ready[1] = true;
-                    log(&format!("keyd running as pid {}", keyd.child.id()));
-                }
-                other @ KeydToParent::Ready => {
-                    return Err(DaemonError::OutOfOrder { role: "keyd", message: format!("{other:?}") });
+        Ok(())
+    }
+
+    fn dispatch_keyd(&mut self, message: KeydToParent) -> Result<(), DaemonError> {
+        match message {
+            KeydToParent::Ready if !self.ready[1] => {
+                self.ready[1] = true;
+                log::info!("keyd running as pid {}", self.keyd.child.id());
+            }
+            KeydToParent::Status(status) if self.query.as_ref().is_some_and(|q| q.keyd.is_none()) => {
+                if let Some(query) = &mut self.query {
+                    query.keyd = Some(status);
                 }
             }
+            other => return Err(DaemonError::OutOfOrder { role: "keyd", message: format!("{other:?}") }),
+        }
+        Ok(())
+    }
+
+    /// Answers the pending query once both workers did, or with an error at its deadline.
+    fn answer_query(&mut self) {
+        let Some(query) = &self.query else { return };
+        let complete = query.netd.is_some() && query.keyd.is_some();
+        if !complete && Instant::now() < query.deadline {
+            return;
+        }
+        let Some(Query { mut client, netd, keyd, .. }) = self.query.take() else { return };
+        match (netd, keyd) {
+            (Some(netd), Some(keyd)) => client.reply(&TunnelStatus {
+                device: self.config.interface.name.clone(),
+                listen: self.local.to_string(),
+                netd,
+                keyd,
+            }),
+            _ => client.reply(&ErrorReply { error: "the workers did not answer in time".into() }),
         }
     }
 }
 
-/// Tells both workers to stop and waits for them to exit (each exit wakes the signalfd
-/// with SIGCHLD); whatever is still running after the grace period is killed.
+/// Stops the workers one after the other: netd first (it sends the shutdown notice to the
+/// peer and may still need keyd until then), then keyd. Each gets [`STOP_GRACE`] to exit
+/// (its exit wakes the signalfd with SIGCHLD) before it is killed.
 fn stop(netd: &mut Worker, keyd: &mut Worker, signal_fd: &SignalFd) {
-    // netd first: it sends the shutdown notice to the peer while keyd still runs.
     let _ = netd.channel.send(&ParentToNetd::Shutdown);
+    wait_or_kill(netd, signal_fd);
     let _ = keyd.channel.send(&ParentToKeyd::Shutdown);
+    wait_or_kill(keyd, signal_fd);
+}
+
+fn wait_or_kill(worker: &mut Worker, signal_fd: &SignalFd) {
     let deadline = Instant::now() + STOP_GRACE;
-    let mut running = vec![netd, keyd];
-    while !running.is_empty() {
-        running.retain_mut(|worker| match worker.child.try_wait() {
+    loop {
+        match worker.child.try_wait() {
             Ok(Some(status)) => {
                 if !status.success() {
-                    log(&format!("{} (pid {}) {status}", worker.name(), worker.child.id()));
+                    log::warn!("{} (pid {}) {status}", worker.name(), worker.child.id());
                 }
-                false
+                return;
             }
-            Ok(None) => true,
-            Err(_) => false,
-        });
-        let left = deadline.saturating_duration_since(Instant::now());
-        if running.is_empty() {
-            break;
+            Ok(None) => {}
+            Err(_) => return,
         }
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            for worker in running {
-                log(&format!("{} did not stop in time, killing it", worker.name()));
-                let _ = worker.child.kill();
-                let _ = worker.child.wait();
-            }
-            break;
+            log::warn!("{} did not stop in time, killing it", worker.name());
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+            return;
         }
         let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
@@ -291,9 +385,4 @@ fn stop(netd: &mut Worker, keyd: &mut Worker, signal_fd: &SignalFd) {
             let _ = signal_fd.read_signal();
         }
     }
-}
-
-/// One line on standard error, where the service manager collects it.
-pub fn log(line: &str) {
-    eprintln!("yavipind[{}]: {line}", std::process::id());
 }

@@ -4,8 +4,10 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod keyfile;
+pub mod logging;
 pub mod spawn;
 pub mod tundev;
 pub mod worker;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use yavipin_parent::logging::{self, Sink};
 
 /// yavipind runs one tunnel: a root parent opens the tun device and the UDP socket, then
 /// starts two jailed workers, netd (all packet cryptography) and keyd (all long-lived
@@ -27,6 +28,9 @@ struct Args {
     /// Internal: the account a worker drops to.
     #[arg(long, hide = true, default_value = "yavipin")]
     user: String,
+    /// Internal: a worker logs for journald (priority prefixes).
+    #[arg(long, hide = true)]
+    journal: bool,
     /// Internal: inherited channel descriptors of a worker.
     #[arg(long = "channel", hide = true)]
     channels: Vec<i32>,
@@ -35,7 +39,12 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     match (args.role.as_deref(), args.config) {
-        (Some(role), _) => yavipin_parent::worker::run(role, &args.user, &args.channels, args.verbose),
+        (Some(role), _) => {
+            // clap admits only these two role names.
+            let name = if role == "netd" { "netd" } else { "keyd" };
+            logging::init(name, if args.journal { Sink::Journal } else { Sink::Foreground }, args.verbose);
+            yavipin_parent::worker::run(role, &args.user, &args.channels)
+        }
         (None, Some(config)) if args.check => match yavipin_parent::daemon::check(&config) {
             Ok(_) => {
                 println!("{}: configuration and key file are valid", config.display());
@@ -46,13 +55,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        (None, Some(config)) => match yavipin_parent::daemon::run(&config, args.verbose) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                yavipin_parent::daemon::log(&e.to_string());
-                ExitCode::FAILURE
+        (None, Some(config)) => {
+            let sink = Sink::detect();
+            logging::init("parent", sink, args.verbose);
+            match yavipin_parent::daemon::run(&config, sink, args.verbose) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         (None, None) => {
             eprintln!("yavipind: --config FILE is required");
             ExitCode::from(2)

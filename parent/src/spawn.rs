@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use yavipin_sandbox::Role;
 
+use crate::logging::Sink;
+
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -35,12 +37,16 @@ pub enum SpawnError {
 
 /// Starts `role` as `user` with `channels` inherited (their descriptor numbers are passed
 /// as arguments, in order). The channels are closed in the parent afterwards.
-pub fn spawn(role: Role, user: &str, channels: Vec<OwnedFd>, verbose: bool) -> Result<Child, SpawnError> {
+pub fn spawn(role: Role, user: &str, channels: Vec<OwnedFd>, sink: Sink, verbose: bool) -> Result<Child, SpawnError> {
     let exe = std::env::current_exe().map_err(SpawnError::SelfExe)?;
     let mut command = Command::new(exe);
     command.arg("--role").arg(role.name()).arg("--user").arg(user);
     if verbose {
         command.arg("--verbose");
+    }
+    // The environment is cleared, so the worker cannot see JOURNAL_STREAM itself.
+    if sink == Sink::Journal {
+        command.arg("--journal");
     }
     for fd in &channels {
         // Inherited across exec: clear close-on-exec on exactly these descriptors. The

@@ -26,18 +26,18 @@ fn inherited_socket(raw: RawFd) -> Result<OwnedFd, String> {
 
 /// Runs the worker `role` ("netd" or "keyd") on the inherited `channels` (towards the
 /// parent first, then towards the other worker).
-pub fn run(role: &str, user: &str, channels: &[RawFd], verbose: bool) -> ExitCode {
+pub fn run(role: &str, user: &str, channels: &[RawFd]) -> ExitCode {
     let channels: Result<Vec<OwnedFd>, String> = channels.iter().map(|&fd| inherited_socket(fd)).collect();
     let result = match (role, channels) {
         (_, Err(e)) => Err(e),
-        ("netd", Ok(channels)) => yavipin_netd::shell::run(channels, user, verbose).map_err(|e| e.to_string()),
-        ("keyd", Ok(channels)) => yavipin_keyd::shell::run(channels, user, verbose).map_err(|e| e.to_string()),
+        ("netd", Ok(channels)) => yavipin_netd::shell::run(channels, user).map_err(|e| e.to_string()),
+        ("keyd", Ok(channels)) => yavipin_keyd::shell::run(channels, user).map_err(|e| e.to_string()),
         (other, Ok(_)) => Err(format!("unknown role {other}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("yavipind[{}] {role}: {e}", std::process::id());
+            log::error!("{e}");
             ExitCode::FAILURE
         }
     }

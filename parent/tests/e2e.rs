@@ -56,9 +56,11 @@ const INNER_B: &str = "198.19.0.2";
 const INNER6_A: &str = "fd19::1";
 const INNER6_B: &str = "fd19::2";
 
-fn config(key_file: &Path, inner: (&str, &str), listen: &str, peer: Option<&str>) -> String {
+/// A configuration. The device is named after the namespace: the control socket
+/// (`/run/yavipin/DEVICE.sock`) is shared by all namespaces of the machine.
+fn config(device: &str, key_file: &Path, inner: (&str, &str), listen: &str, peer: Option<&str>) -> String {
     let mut text = format!(
-        "key_file = \"{}\"\n[interface]\nname = \"yvp0\"\naddresses = [\"{}/30\", \"{}/64\"]\n[transport]\nlisten = \"{listen}\"\n",
+        "key_file = \"{}\"\n[interface]\nname = \"{device}\"\naddresses = [\"{}/30\", \"{}/64\"]\n[transport]\nlisten = \"{listen}\"\n",
         key_file.display(),
         inner.0,
         inner.1
@@ -85,8 +87,9 @@ impl Pair {
         let scratch = Scratch::new();
         let key = random_key();
         let key_file = scratch.write("tunnel.key", &format!("{}\n", hex(&key)), 0o600);
-        let config_a = scratch.write("a.toml", &config(&key_file, (INNER_A, INNER6_A), listen, None), 0o600);
-        let config_b = scratch.write("b.toml", &config(&key_file, (INNER_B, INNER6_B), listen, Some(peer_a)), 0o600);
+        let config_a = scratch.write("a.toml", &config(a.name(), &key_file, (INNER_A, INNER6_A), listen, None), 0o600);
+        let config_b =
+            scratch.write("b.toml", &config(b.name(), &key_file, (INNER_B, INNER6_B), listen, Some(peer_a)), 0o600);
         let mut daemon_a = Daemon::start(&a, &binary, &config_a);
         let mut daemon_b = Daemon::start(&b, &binary, &config_b);
         for (name, daemon) in [("a", &mut daemon_a), ("b", &mut daemon_b)] {
@@ -311,8 +314,9 @@ fn bad_configurations_and_key_files_are_refused_clearly() {
     let open_key = scratch.write("open.key", &format!("{}\n", hex(&random_key())), 0o644);
     let short_key = scratch.write("short.key", "abcd\n", 0o600);
     let garbage_key = scratch.write("garbage.key", &"zz".repeat(32), 0o600);
-    let with_key =
-        |name: &str, key: &Path| scratch.write(name, &config(key, (INNER_A, INNER6_A), "0.0.0.0:5555", None), 0o600);
+    let with_key = |name: &str, key: &Path| {
+        scratch.write(name, &config("yvcheck0", key, (INNER_A, INNER6_A), "0.0.0.0:5555", None), 0o600)
+    };
     let cases = [
         (with_key("ok.toml", &good_key), 0, "valid"),
         (with_key("missing.toml", Path::new("/nonexistent/key")), 2, "No such file"),
@@ -333,4 +337,110 @@ fn bad_configurations_and_key_files_are_refused_clearly() {
     let out = Command::new(release_binary()).arg("-c").arg(with_key("again.toml", &open_key)).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mode 0644"));
+}
+
+fn release_tool() -> PathBuf {
+    let tool = release_binary().with_file_name("yavipin");
+    assert!(tool.exists(), "{} is missing: `cargo build --release -p yavipin-cli` (./test.sh does it)", tool.display());
+    tool
+}
+
+fn show(device: &str, json: bool) -> std::process::Output {
+    let mut command = Command::new(release_tool());
+    command.arg("show").arg(device);
+    if json {
+        command.arg("--json");
+    }
+    command.output().expect("run yavipin show")
+}
+
+/// Sends raw bytes to a control socket and returns the answer.
+fn control_exchange(device: &str, request: &[u8]) -> String {
+    use std::io::Write;
+    let mut stream = std::os::unix::net::UnixStream::connect(format!("/run/yavipin/{device}.sock")).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn show_reports_the_running_tunnel() {
+    if !require_root("show_reports_the_running_tunnel") {
+        return;
+    }
+    let pair = Pair::start(false);
+    pair.pings_both_ways();
+    let device = pair.a.name();
+    let text = show(device, false);
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8_lossy(&text.stdout);
+    for field in
+        ["interface: ", "peer", "tunnel         up", "last handshake", "key epoch", "path mtu", "transfer", "drops"]
+    {
+        assert!(text.contains(field), "missing {field:?} in:\n{text}");
+    }
+    assert!(text.contains("198.18.0.2:5555"), "peer endpoint not shown:\n{text}");
+
+    let json = show(device, true);
+    assert!(json.status.success());
+    let status: yavipin_parent::control::TunnelStatus =
+        serde_json::from_slice(&json.stdout).expect("--json prints the status object");
+    assert!(status.netd.up);
+    assert!(status.netd.received.packets >= 8 && status.netd.sent.packets >= 8, "{status:?}");
+    assert_eq!(status.keyd.sessions, 1);
+    assert!(status.keyd.modexps >= 2);
+}
+
+#[test]
+fn the_control_socket_is_private_and_robust() {
+    use std::os::unix::process::CommandExt;
+    if !require_root("the_control_socket_is_private_and_robust") {
+        return;
+    }
+    let pair = Pair::start(false);
+    let device = pair.a.name();
+    let path = format!("/run/yavipin/{device}.sock");
+    let meta = std::fs::metadata(&path).expect("socket");
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, yavipin_ids().1, 0o660));
+
+    // Another user, not in the group, cannot connect.
+    let out = Command::new(release_tool()).args(["show", device]).uid(65534).gid(65534).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+
+    // Garbage, oversize and empty requests get an error object, nothing else.
+    let oversize = vec![0xff; 100_000];
+    for request in [&b"garbage\n"[..], &oversize, b"", b"status", b"status\nstatus\n"] {
+        let answer = control_exchange(device, request);
+        let error: yavipin_parent::control::ErrorReply =
+            serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
+        assert!(!error.error.is_empty());
+    }
+    // And the daemon still answers, with no key material in the answer.
+    let answer = control_exchange(device, b"status\n");
+    let _: yavipin_parent::control::TunnelStatus = serde_json::from_str(&answer).expect("status");
+    for secret in [hex(&pair.key), hex(&k_auth(&pair.key))] {
+        assert!(!answer.contains(&secret));
+    }
+}
+
+#[test]
+fn logs_never_contain_key_material() {
+    if !require_root("logs_never_contain_key_material") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    pair.pings_both_ways();
+    let _ = show(pair.a.name(), false);
+    let _ = pair.daemon_a.stop();
+    let key = pair.key;
+    let secrets = [hex(&key), hex(&k_auth(&key)), hex(&key).to_uppercase()];
+    let log = pair.daemon_a.log().join("\n");
+    assert!(log.contains("tunnel up"), "the log was captured: {log}");
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "key material in the log");
+    }
 }

@@ -133,10 +133,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `binary -c config` inside `ns`.
+    /// Starts `binary --verbose -c config` inside `ns`.
     pub fn start(ns: &Netns, binary: &Path, config: &Path) -> Self {
         let mut child = ns
             .command(binary)
+            .arg("--verbose")
             .arg("-c")
             .arg(config)
             .stdin(Stdio::null())

@@ -1,0 +1,49 @@
+//! The tunnel's state and counters as the parent's status query sees them: plain numbers
+//! and names, built from the cores' public accessors. No key material can appear here: the
+//! types it reads from expose none.
+
+use std::time::Instant;
+
+use yavipin_ipc::control::{Count, NetdStatus};
+use yavipin_proto::Random;
+
+use crate::counters::{DropReason, SealError, Traffic};
+use crate::handshake::HandshakeDrop;
+use crate::tunnel::Tunnel;
+
+fn count(traffic: Traffic) -> Count {
+    Count { packets: traffic.packets, bytes: traffic.bytes }
+}
+
+/// A snapshot of `tunnel` at `now`; `last_handshake` is when the shell last saw a session
+/// complete.
+pub fn snapshot<R: Random>(tunnel: &Tunnel<R>, now: Instant, last_handshake: Option<Instant>) -> NetdStatus {
+    let data = tunnel.data();
+    let counters = data.counters();
+    let handshake = tunnel.handshake().counters();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&r| (format!("data/{}", r.name()), counters.dropped(r)))
+        .chain(HandshakeDrop::ALL.iter().map(|&r| (format!("handshake/{}", r.name()), handshake.dropped(r))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let refused =
+        SealError::ALL.iter().map(|&e| (e.name().to_owned(), counters.refused(e))).filter(|(_, n)| *n > 0).collect();
+    NetdStatus {
+        up: tunnel.is_up(),
+        peer: tunnel.peer(),
+        reachability: None,
+        path_mtu: None,
+        last_handshake_secs: last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),
+        send_epoch: data.send_epoch().map(|e| e.epoch.0),
+        recv_epochs: data.recv_epochs().iter().map(|e| e.epoch.0).collect(),
+        sent: count(counters.sent),
+        received: count(counters.received),
+        compressed: count(counters.compressed),
+        drops,
+        refused,
+        initiated: tunnel.counters().initiated,
+        responded: tunnel.counters().responded,
+        cookie_replies: handshake.cookie_replies,
+    }
+}
