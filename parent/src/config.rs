@@ -40,6 +40,12 @@ pub struct Config {
     /// Key exchange and renewal.
     #[serde(default)]
     pub session: Session,
+    /// Peer reachability, NAT keepalives.
+    #[serde(default)]
+    pub liveness: Liveness,
+    /// Commands run when the tunnel goes up or down.
+    #[serde(default)]
+    pub scripts: Scripts,
 }
 
 /// The tun device.
@@ -104,6 +110,158 @@ impl Default for Session {
             compression: false,
         }
     }
+}
+
+/// Peer reachability detection (after RFC 2461 section 7.3) and NAT keepalives. Times in
+/// seconds, fractions allowed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Liveness {
+    /// How long the peer counts as reachable after it proved so (randomised ×0.5–1.5).
+    #[serde(default = "default_reachable_time", deserialize_with = "reachable_time")]
+    pub reachable_time: f64,
+    /// Time between two reachability probes.
+    #[serde(default = "default_retrans_timer", deserialize_with = "retrans_timer")]
+    pub retrans_timer: f64,
+    /// Wait before the first probe after the peer's reachability went stale.
+    #[serde(default = "default_delay_first_probe", deserialize_with = "delay_first_probe_time")]
+    pub delay_first_probe_time: f64,
+    /// Unanswered probes after which the peer is unreachable.
+    #[serde(default = "default_max_unicast_solicit", deserialize_with = "max_unicast_solicit")]
+    pub max_unicast_solicit: u32,
+    /// Seconds of silence after which a keepalive goes out, so NAT bindings stay; 0 turns
+    /// keepalives off.
+    #[serde(default = "default_keepalive", deserialize_with = "keepalive_seconds")]
+    pub keepalive_seconds: u32,
+}
+
+impl Eq for Liveness {}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            reachable_time: default_reachable_time(),
+            retrans_timer: default_retrans_timer(),
+            delay_first_probe_time: default_delay_first_probe(),
+            max_unicast_solicit: default_max_unicast_solicit(),
+            keepalive_seconds: default_keepalive(),
+        }
+    }
+}
+
+/// Commands the parent runs, as root, when the tunnel goes up or down.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scripts {
+    /// Run when the tunnel comes up (absolute path).
+    #[serde(default, deserialize_with = "script_path")]
+    pub up: Option<PathBuf>,
+    /// Run when the tunnel goes down (absolute path).
+    #[serde(default, deserialize_with = "script_path")]
+    pub down: Option<PathBuf>,
+    /// A script still running after this many seconds is killed.
+    #[serde(default = "default_script_timeout", deserialize_with = "script_timeout")]
+    pub timeout_seconds: u32,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self { up: None, down: None, timeout_seconds: default_script_timeout() }
+    }
+}
+
+fn default_reachable_time() -> f64 {
+    30.0
+}
+fn default_retrans_timer() -> f64 {
+    1.0
+}
+fn default_delay_first_probe() -> f64 {
+    5.0
+}
+fn default_max_unicast_solicit() -> u32 {
+    3
+}
+fn default_keepalive() -> u32 {
+    25
+}
+fn default_script_timeout() -> u32 {
+    10
+}
+
+/// Seconds given as an integer or a decimal number, within `range`.
+fn seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+    range: core::ops::RangeInclusive<f64>,
+) -> Result<f64, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = f64;
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a number of seconds")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f64, E> {
+            #[allow(clippy::cast_precision_loss)]
+            Ok(v as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f64, E> {
+            #[allow(clippy::cast_precision_loss)]
+            Ok(v as f64)
+        }
+    }
+    let value = d.deserialize_any(Seconds)?;
+    if !range.contains(&value) {
+        return Err(invalid(format!("{field}: {value} is outside {}..={} seconds", range.start(), range.end())));
+    }
+    Ok(value)
+}
+
+fn reachable_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    seconds(d, "reachable_time", 1.0..=3600.0)
+}
+
+fn retrans_timer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    seconds(d, "retrans_timer", 0.1..=60.0)
+}
+
+fn delay_first_probe_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    seconds(d, "delay_first_probe_time", 0.1..=600.0)
+}
+
+fn max_unicast_solicit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !(1..=20).contains(&n) {
+        return Err(invalid(format!("max_unicast_solicit: {n} is outside 1..=20")));
+    }
+    Ok(n)
+}
+
+fn keepalive_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n > 3600 {
+        return Err(invalid(format!("keepalive_seconds: {n} is outside 0..=3600")));
+    }
+    Ok(n)
+}
+
+fn script_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if !path.is_absolute() {
+        return Err(invalid(format!("script: `{}` is not an absolute path", path.display())));
+    }
+    Ok(Some(path))
+}
+
+fn script_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !(1..=300).contains(&n) {
+        return Err(invalid(format!("timeout_seconds: {n} is outside 1..=300")));
+    }
+    Ok(n)
 }
 
 fn default_key_id() -> u32 {
@@ -402,6 +560,26 @@ addresses = ["10.99.0.1/30"]
         assert!(e.starts_with("t.toml:4:1:") && e.contains("1280"), "{e}");
         let e = error(&format!("{MINIMAL}\n[transport]\nlisten = \"0.0.0.0:5555\"\npeer = \"[2001:db8::1]:5555\"\n"));
         assert!(e.contains("cannot be reached"), "{e}");
+    }
+
+    #[test]
+    fn liveness_and_scripts() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.liveness, Liveness::default());
+        assert_eq!(c.scripts, Scripts::default());
+        assert_eq!(c.scripts.timeout_seconds, 10);
+        let c = parse(&format!(
+            "{MINIMAL}[liveness]\nreachable_time = 2\nretrans_timer = 0.5\nkeepalive_seconds = 0\n[scripts]\nup = \"/etc/yavipin/up\"\n"
+        ))
+        .expect("valid");
+        assert!((c.liveness.reachable_time - 2.0).abs() < f64::EPSILON);
+        assert!((c.liveness.retrans_timer - 0.5).abs() < f64::EPSILON);
+        assert_eq!(c.liveness.keepalive_seconds, 0);
+        assert_eq!(c.scripts.up.as_deref(), Some(Path::new("/etc/yavipin/up")));
+        let e = error(&format!("{MINIMAL}[liveness]\nretrans_timer = 0.01\n"));
+        assert!(e.starts_with("t.toml:7:") && e.contains("retrans_timer: 0.01 is outside"), "{e}");
+        let e = error(&format!("{MINIMAL}[scripts]\ndown = \"down.sh\"\n"));
+        assert!(e.contains("not an absolute path"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::config::{Config, ConfigError};
 use crate::control::{Client, ControlError, ControlSocket, ErrorReply, TunnelStatus};
 use crate::keyfile::{KeyFileError, load_psk};
 use crate::logging::Sink;
+use crate::scripts::{self, Scripts};
 use crate::spawn::{SpawnError, spawn};
 use crate::tundev::{self, TunError};
 
@@ -201,7 +202,8 @@ fn start_and_supervise(
     drop(tun);
     drop(socket);
 
-    let mut supervisor = Supervisor { config, local, netd, keyd, ready: [false, false], query: None };
+    let scripts = Scripts::new(config);
+    let mut supervisor = Supervisor { config, local, netd, keyd, ready: [false, false], query: None, scripts };
     supervisor.run(signal_fd, control)
 }
 
@@ -224,13 +226,16 @@ struct Supervisor<'a> {
     keyd: &'a mut Worker,
     ready: [bool; 2],
     query: Option<Query>,
+    scripts: Scripts,
 }
 
 impl Supervisor<'_> {
     fn run(&mut self, signal_fd: &SignalFd, control: &ControlSocket) -> Result<(), DaemonError> {
         loop {
-            let timeout = self.query.as_ref().map_or(PollTimeout::NONE, |q| {
-                PollTimeout::try_from(q.deadline.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX)
+            let deadline =
+                [self.query.as_ref().map(|q| q.deadline), self.scripts.poll_timeout()].into_iter().flatten().min();
+            let timeout = deadline.map_or(PollTimeout::NONE, |at| {
+                PollTimeout::try_from(at.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX)
             });
             // While a query waits for its answers, new clients wait in the backlog.
             let control_events = if self.query.is_some() { PollFlags::empty() } else { PollFlags::POLLIN };
@@ -276,6 +281,8 @@ impl Supervisor<'_> {
                 self.query = Some(Query { client, deadline: Instant::now() + QUERY_DEADLINE, netd: None, keyd: None });
             }
             self.answer_query();
+            // A script's exit (SIGCHLD) or deadline.
+            self.scripts.progress(Instant::now());
         }
     }
 
@@ -298,10 +305,12 @@ impl Supervisor<'_> {
             NetdToParent::TunnelUp { peer } if self.ready[0] => {
                 log::info!("{device}: tunnel up with {peer}");
                 tundev::set_link(device, true)?;
+                self.scripts.trigger(Instant::now(), scripts::Event::Up, Some(peer));
             }
             NetdToParent::TunnelDown if self.ready[0] => {
                 log::info!("{device}: tunnel down");
                 tundev::set_link(device, false)?;
+                self.scripts.trigger(Instant::now(), scripts::Event::Down, None);
             }
             NetdToParent::Status(status) if self.query.as_ref().is_some_and(|q| q.netd.is_none()) => {
                 if let Some(query) = &mut self.query {
