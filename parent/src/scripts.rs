@@ -203,10 +203,13 @@ mod tests {
         let start = Instant::now();
         scripts.trigger(start, Event::Up, None);
         assert_eq!(scripts.poll_timeout(), Some(start + Duration::from_secs(1)));
-        // At the deadline the script is killed and the next one starts.
+        let hanging = scripts.running.as_ref().map(|r| r.child.id()).expect("up script runs");
+        // At the deadline the script is killed (and reaped) and the next one started.
         scripts.trigger(start, Event::Down, None);
         scripts.progress(start + Duration::from_secs(1));
-        assert_eq!(scripts.running.as_ref().map(|r| r.event), Some(Event::Down));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(hanging).expect("pid"));
+        assert_eq!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH), "hanging script still there");
+        assert!(scripts.queue.is_empty(), "the down script was started");
         settle(&mut scripts);
         assert!(scripts.running.is_none() && scripts.queue.is_empty());
     }
