@@ -444,3 +444,46 @@ fn logs_never_contain_key_material() {
         assert!(!log.contains(secret.as_str()), "key material in the log");
     }
 }
+
+#[test]
+fn sigterm_stops_everything_cleanly() {
+    if !require_root("sigterm_stops_everything_cleanly") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    let workers = pair.daemon_a.workers();
+    assert_eq!(workers.len(), 2);
+    let status = pair.daemon_a.stop();
+    assert!(status.success(), "exit status {status}");
+    for pid in workers {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} outlived the parent");
+    }
+    // The tun device went with netd's descriptor, the control socket with the parent.
+    let links = pair.a.ip(&["-o", "link", "show"]);
+    assert!(!String::from_utf8_lossy(&links.stdout).contains(pair.a.name()), "tun device left behind");
+    assert!(!Path::new(&format!("/run/yavipin/{}.sock", pair.a.name())).exists(), "control socket left behind");
+    assert!(pair.daemon_a.log().iter().any(|l| l.contains("shutting down on signal")));
+}
+
+#[test]
+fn a_dead_worker_stops_the_daemon_with_an_error() {
+    if !require_root("a_dead_worker_stops_the_daemon_with_an_error") {
+        return;
+    }
+    for role in ["netd", "keyd"] {
+        let mut pair = Pair::start(false);
+        let (victim, other): (Vec<u32>, Vec<u32>) =
+            pair.daemon_a.workers().into_iter().partition(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains(role))
+            });
+        let (victim, other) = (victim[0], other[0]);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+        let line = pair.daemon_a.wait_for(&format!("{role} (pid {victim})"), UP_TIMEOUT).expect("the death is logged");
+        assert!(line.contains("signal: 9"), "{line}");
+        let status = pair.daemon_a.wait();
+        assert_eq!(status.code(), Some(1), "{role}: the daemon exits with an error");
+        // Nothing is left running: the other worker was stopped too.
+        assert!(!Path::new(&format!("/proc/{other}")).exists(), "{role} died but the other worker still runs");
+    }
+}

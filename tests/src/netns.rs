@@ -197,6 +197,11 @@ impl Daemon {
         self.child.wait().expect("wait")
     }
 
+    /// Waits for the daemon to exit by itself.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
     /// The pids of the daemon's worker processes (its children started with `--role`; the
     /// parent may also be running `ip` at any moment), by reading /proc.
     pub fn workers(&self) -> Vec<u32> {
