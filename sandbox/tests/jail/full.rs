@@ -209,12 +209,18 @@ fn not_traceable(role: &str, (uid, gid): (Uid, Gid)) {
 
     // Control: a dumpable process of the same uid can be traced by the attacker, so a refusal
     // below is due to the jail, not to the machine (Yama, missing ptrace support).
+    // The control says when it is dumpable again (changing uid cleared that): attacking
+    // before would race its set-up.
+    let (ready_read, ready_write) = nix::unistd::pipe().expect("pipe");
     let control = fork_as(uid, gid, || {
         nix::sys::prctl::set_dumpable(true).expect("dumpable");
+        nix::unistd::write(&ready_write, b"r").expect("ready");
         loop {
             nix::unistd::pause();
         }
     });
+    let mut ready = [0u8; 1];
+    assert_eq!(nix::unistd::read(&ready_read, &mut ready), Ok(1), "the control never got ready");
     let traced = attack(control, uid, gid);
     let owner = std::fs::metadata(format!("/proc/{control}/status")).expect("stat").uid();
     kill(control, Signal::SIGKILL).expect("kill the control");
