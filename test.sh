@@ -7,4 +7,4 @@ cargo build --workspace --all-targets --locked
 # The end-to-end tests run the release build: what users run (panic = abort), and small
 # enough for keyd to lock all its memory under the default RLIMIT_MEMLOCK.
 cargo build --release --locked -p yavipin-parent -p yavipin-cli
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
