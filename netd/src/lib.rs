@@ -8,10 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod compress;
+pub mod control;
 pub mod cookie;
 pub mod counters;
 pub mod dataplane;
 pub mod handshake;
+pub mod liveness;
+pub mod pmtu;
 pub mod replay;
 pub mod shell;
 pub mod status;
@@ -21,5 +24,10 @@ pub mod tunnel;
 pub use counters::{Counters, DropReason, SealError, Traffic};
 pub use dataplane::{DataConfig, DataPlane, Delivery, Event, Inner, KeyError, Opened, RenewReason};
 pub use handshake::{Handshake, HandshakeConfig, HandshakeCounters, HandshakeDrop};
+pub use liveness::{LivenessConfig, NudState};
+pub use pmtu::{PmtuConfig, PmtuState};
 pub use suite::{Classic, Suite};
-pub use tunnel::{Delivered, Outgoing, SendError, Transmit, Tunnel, TunnelConfig, TunnelCounters, TunnelError};
+pub use tunnel::{
+    Delivered, DownReason, Outgoing, SendError, Transmit, Tunnel, TunnelConfig, TunnelCounters, TunnelError,
+    TunnelEvent, TunnelStatus,
+};

@@ -4,7 +4,12 @@
 //!
 //! The two cores talk exactly as they would across the socketpair: every
 //! `NetdToKeyd` goes to the daemon and every [`KeydToNetd`] back to the tunnel, in order,
-//! after each input. A fatal error on either side fails the test at once.
+//! after each input. A fatal error on either side fails the test at once. The tunnel's
+//! events are collected with their time, as the shell would report them to the parent.
+//!
+//! A node can also play the local stack's part in path-MTU discovery: with
+//! [`Node::local_mtu`] set, a datagram longer than it is not sent but reported to the
+//! tunnel as `EMSGSIZE` would be.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use yavipin_ipc::KeydToNetd;
 use yavipin_keyd::{KeyDaemon, KeydConfig};
-use yavipin_netd::{SendError, Tunnel, TunnelConfig};
+use yavipin_netd::{SendError, Tunnel, TunnelConfig, TunnelEvent};
 use yavipin_proto::Random;
 use yavipin_proto::keys::Psk;
 
@@ -80,6 +85,11 @@ pub struct Node {
     pub to_keyd: u64,
     /// Messages keyd sent netd.
     pub from_keyd: u64,
+    /// The tunnel's events, with the time each was taken.
+    pub events: Vec<(Instant, TunnelEvent)>,
+    /// Largest datagram the local interface sends: longer ones are refused and reported to
+    /// the tunnel (`EMSGSIZE`). `None`: no limit.
+    pub local_mtu: Option<usize>,
     traffic: Option<Traffic>,
     out: VecDeque<Transmit>,
     buf: Vec<u8>,
@@ -113,6 +123,8 @@ impl Node {
             refused: 0,
             to_keyd: 0,
             from_keyd: 0,
+            events: Vec::new(),
+            local_mtu: None,
             traffic: None,
             out: VecDeque::new(),
             buf,
@@ -139,6 +151,11 @@ impl Node {
         let result = self.tunnel.send_packet(now, ETHERTYPE, &payload, &mut self.buf);
         self.pump(now);
         match result {
+            Ok(outgoing) if self.local_mtu.is_some_and(|mtu| outgoing.len > mtu) => {
+                self.tunnel.handle_send_error_too_big(now, outgoing.len);
+                self.pump(now);
+                Ok(())
+            }
             Ok(outgoing) => {
                 let bytes = self.buf[..outgoing.len].to_vec();
                 self.sent.insert(bytes.clone(), id);
@@ -154,6 +171,23 @@ impl Node {
                 Err(error)
             }
         }
+    }
+
+    /// Shuts the tunnel down (the parent's `Shutdown`): its notice is queued for the link.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.tunnel.shutdown(now);
+        self.pump(now);
+    }
+
+    /// The local stack refused a datagram of `len` bytes as too large.
+    pub fn report_too_big(&mut self, now: Instant, len: usize) {
+        self.tunnel.handle_send_error_too_big(now, len);
+        self.pump(now);
+    }
+
+    /// The events of one kind, as `f` picks them.
+    pub fn events_where<T>(&self, f: impl Fn(&TunnelEvent) -> Option<T>) -> Vec<(Instant, T)> {
+        self.events.iter().filter_map(|(at, event)| f(event).map(|t| (*at, t))).collect()
     }
 
     /// Runs the IPC between the two cores until both are quiet.
@@ -181,7 +215,15 @@ impl Node {
             }
         }
         while let Some(transmit) = self.tunnel.poll_transmit() {
+            if self.local_mtu.is_some_and(|mtu| transmit.bytes.len() > mtu) {
+                // May queue another datagram (the next probe): the loop takes it too.
+                self.tunnel.handle_send_error_too_big(now, transmit.bytes.len());
+                continue;
+            }
             self.out.push_back(Transmit { to: transmit.to, bytes: transmit.bytes });
+        }
+        while let Some(event) = self.tunnel.poll_event() {
+            self.events.push((now, event));
         }
     }
 }

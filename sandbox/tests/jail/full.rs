@@ -211,7 +211,7 @@ fn not_traceable(role: &str, (uid, gid): (Uid, Gid)) {
     // below is due to the jail, not to the machine (Yama, missing ptrace support).
     // The control says when it is dumpable again (changing uid cleared that): attacking
     // before would race its set-up.
-    let (ready_read, ready_write) = nix::unistd::pipe().expect("pipe");
+    let (ready_read, ready_write) = pipe().expect("pipe");
     let control = fork_as(uid, gid, || {
         nix::sys::prctl::set_dumpable(true).expect("dumpable");
         nix::unistd::write(&ready_write, b"r").expect("ready");
