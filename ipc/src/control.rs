@@ -36,6 +36,23 @@ pub struct NetdInit {
     pub rekey_seconds: u32,
     /// Seconds between Diffie-Hellman renewals.
     pub dh_renewal_seconds: u32,
+    /// Peer reachability detection and keepalives.
+    pub liveness: LivenessSettings,
+}
+
+/// Reachability detection (RFC 2461 section 7.3 style) and NAT keepalive settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivenessSettings {
+    /// `REACHABLE_TIME`, in milliseconds.
+    pub reachable_time_ms: u32,
+    /// `RETRANS_TIMER`, in milliseconds.
+    pub retrans_timer_ms: u32,
+    /// `DELAY_FIRST_PROBE_TIME`, in milliseconds.
+    pub delay_first_probe_ms: u32,
+    /// `MAX_UNICAST_SOLICIT`.
+    pub max_unicast_solicit: u32,
+    /// Keepalive interval in seconds; 0 turns keepalives off.
+    pub keepalive_seconds: u32,
 }
 
 /// Parent to netd.
@@ -106,7 +123,17 @@ pub enum NetdToParent {
         peer: SocketAddr,
     },
     /// The session is gone: set the link down.
-    TunnelDown,
+    TunnelDown {
+        /// Why, in words for the log.
+        reason: String,
+    },
+    /// Path-MTU discovery found a new size: set the tun device's MTU to `inner_mtu`.
+    Mtu {
+        /// Largest IP packet that reaches the peer.
+        path_mtu: u16,
+        /// Largest tun packet that fits in it.
+        inner_mtu: u16,
+    },
 }
 
 /// What keyd needs. The pre-shared key is the most sensitive thing that ever crosses a
@@ -203,6 +230,13 @@ mod tests {
             compression: false,
             rekey_seconds: 120,
             dh_renewal_seconds: 600,
+            liveness: LivenessSettings {
+                reachable_time_ms: 30_000,
+                retrans_timer_ms: 1000,
+                delay_first_probe_ms: 5000,
+                max_unicast_solicit: 3,
+                keepalive_seconds: 25,
+            },
         };
         parent.send_with_fds(&ParentToNetd::Init(init.clone()), &[a.as_fd(), b.as_fd()]).expect("send");
         let got = netd.recv::<ParentToNetd>().expect("recv");

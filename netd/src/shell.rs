@@ -24,7 +24,7 @@ use yavipin_sandbox::{JailError, JailSpec, Role};
 use crate::dataplane::DataConfig;
 use crate::handshake::HandshakeConfig;
 use crate::status;
-use crate::tunnel::{Tunnel, TunnelConfig, TunnelError};
+use crate::tunnel::{Tunnel, TunnelConfig, TunnelError, TunnelEvent};
 
 /// Bytes of the tun packet-information header: flags (2), ethertype (2).
 const PI_LEN: usize = 4;
@@ -94,6 +94,14 @@ fn tunnel_config(init: &NetdInit, local: SocketAddr) -> Result<TunnelConfig, She
     let group = Group::from_id(init.group).ok_or_else(|| ShellError::BadInit(format!("group {}", init.group)))?;
     let mut config = TunnelConfig::new(HandshakeConfig::new(local, group, init.key_id), init.peer.map(normalize));
     let rekey = Duration::from_secs(u64::from(init.rekey_seconds));
+    let liveness = &init.liveness;
+    let ms = |ms: u32| Duration::from_millis(u64::from(ms));
+    config.liveness.reachable_time = ms(liveness.reachable_time_ms);
+    config.liveness.retrans_timer = ms(liveness.retrans_timer_ms);
+    config.liveness.delay_first_probe_time = ms(liveness.delay_first_probe_ms);
+    config.liveness.max_unicast_solicit = liveness.max_unicast_solicit.max(1);
+    config.liveness.keepalive_interval =
+        (liveness.keepalive_seconds > 0).then(|| Duration::from_secs(u64::from(liveness.keepalive_seconds)));
     config.data = DataConfig {
         max_inner_len: usize::from(init.max_inner_len),
         compression: init.compression,
@@ -114,6 +122,14 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
         },
         SocketAddr::V4(_) => addr,
     }
+}
+
+/// What became of a datagram handed to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendOutcome {
+    Done,
+    TooBig,
+    Lost,
 }
 
 /// The descriptors and their buffers.
@@ -149,14 +165,19 @@ impl Io {
         })
     }
 
-    fn send(&self, to: SocketAddr, bytes: &[u8]) {
+    fn send(&self, to: SocketAddr, bytes: &[u8]) -> SendOutcome {
         let to = match to {
             SocketAddr::V4(v4) if self.ipv6_socket => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
             _ => to,
         };
-        // A full socket buffer or an unreachable network loses this datagram, as the
-        // network itself might; the protocol recovers (retransmission, liveness).
-        let _ = self.socket.send_to(bytes, to);
+        match self.socket.send_to(bytes, to) {
+            Ok(_) => SendOutcome::Done,
+            // Larger than the local link allows: the path-MTU search must hear of it.
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => SendOutcome::TooBig,
+            // A full socket buffer or an unreachable network loses this datagram, as the
+            // network itself might; the protocol recovers (retransmission, liveness).
+            Err(_) => SendOutcome::Lost,
+        }
     }
 }
 
@@ -166,27 +187,11 @@ fn event_loop(
     parent: &mut Channel,
     keyd: &mut Channel,
 ) -> Result<(), ShellError> {
-    let mut was_up = false;
-    // When a session last completed, noticed from the counters (for status only).
-    let mut sessions = 0;
-    let mut last_handshake = None;
     let mut drops = DropReport::new(Instant::now());
     loop {
         flush(tunnel, &io, keyd)?;
+        events(tunnel, parent)?;
         drops.report(tunnel, Instant::now());
-        let completed = tunnel.counters().initiated + tunnel.counters().responded;
-        if completed != sessions {
-            sessions = completed;
-            last_handshake = Some(Instant::now());
-        }
-        if tunnel.is_up() != was_up {
-            was_up = tunnel.is_up();
-            let message = match (was_up, tunnel.peer()) {
-                (true, Some(peer)) => NetdToParent::TunnelUp { peer },
-                _ => NetdToParent::TunnelDown,
-            };
-            parent.send(&message).map_err(|source| ShellError::Channel { peer: "parent", source })?;
-        }
 
         let timeout = match tunnel.poll_timeout() {
             Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
@@ -224,11 +229,13 @@ fn event_loop(
                 .message
             {
                 ParentToNetd::Shutdown => {
+                    // The authenticated shutdown notice, so the peer goes down at once.
+                    tunnel.shutdown(now);
                     flush(tunnel, &io, keyd)?;
                     return Ok(());
                 }
                 ParentToNetd::Status => {
-                    let status = status::snapshot(tunnel, now, last_handshake);
+                    let status = status::snapshot(tunnel, now);
                     parent
                         .send(&NetdToParent::Status(status))
                         .map_err(|source| ShellError::Channel { peer: "parent", source })?;
@@ -264,7 +271,7 @@ impl DropReport {
             return;
         }
         self.next = now + DROP_REPORT_INTERVAL;
-        let drops = status::snapshot(tunnel, now, None).drops;
+        let drops = status::snapshot(tunnel, now).drops;
         let new: Vec<String> = drops
             .iter()
             .filter_map(|(reason, count)| {
@@ -279,10 +286,35 @@ impl DropReport {
     }
 }
 
+/// Tells the parent what changed: tunnel up or down (link state, scripts), path MTU (tun
+/// MTU); logs the rest.
+fn events(tunnel: &mut Tunnel<OsRandom>, parent: &mut Channel) -> Result<(), ShellError> {
+    while let Some(event) = tunnel.poll_event() {
+        let message = match event {
+            TunnelEvent::Up { peer } => NetdToParent::TunnelUp { peer },
+            TunnelEvent::Down { reason } => NetdToParent::TunnelDown { reason: reason.name().to_owned() },
+            TunnelEvent::MtuChanged { path_mtu, inner_mtu } => NetdToParent::Mtu { path_mtu, inner_mtu },
+            TunnelEvent::PeerMoved { from, to } => {
+                log::info!("peer moved from {} to {to}", from.map_or_else(|| "nowhere".to_owned(), |f| f.to_string()));
+                continue;
+            }
+            TunnelEvent::Reachability { state } => {
+                log::debug!("peer reachability: {}", state.name());
+                continue;
+            }
+        };
+        parent.send(&message).map_err(|source| ShellError::Channel { peer: "parent", source })?;
+    }
+    Ok(())
+}
+
 /// Sends everything the tunnel queued for the network and for keyd.
 fn flush(tunnel: &mut Tunnel<OsRandom>, io: &Io, keyd: &mut Channel) -> Result<(), ShellError> {
+    let now = Instant::now();
     while let Some(transmit) = tunnel.poll_transmit() {
-        io.send(transmit.to, &transmit.bytes);
+        if io.send(transmit.to, &transmit.bytes) == SendOutcome::TooBig {
+            tunnel.handle_send_error_too_big(now, transmit.bytes.len());
+        }
     }
     while let Some(message) = tunnel.poll_keyd() {
         keyd.send(&message).map_err(|source| ShellError::Channel { peer: "keyd", source })?;
@@ -329,8 +361,10 @@ fn read_tun(tunnel: &mut Tunnel<OsRandom>, io: &mut Io, now: Instant) -> Result<
         let Some((header, payload)) = io.packet[..len].split_first_chunk::<PI_LEN>() else { continue };
         let ethertype = u16::from_be_bytes([header[2], header[3]]);
         // Refusals (no session or peer yet, key exhausted, too large) are counted by the core.
-        if let Ok(outgoing) = tunnel.send_packet(now, ethertype, payload, &mut io.sealed) {
-            io.send(outgoing.to, &io.sealed[..outgoing.len]);
+        if let Ok(outgoing) = tunnel.send_packet(now, ethertype, payload, &mut io.sealed)
+            && io.send(outgoing.to, &io.sealed[..outgoing.len]) == SendOutcome::TooBig
+        {
+            tunnel.handle_send_error_too_big(now, outgoing.len);
         }
     }
     Ok(())

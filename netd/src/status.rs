@@ -15,9 +15,8 @@ fn count(traffic: Traffic) -> Count {
     Count { packets: traffic.packets, bytes: traffic.bytes }
 }
 
-/// A snapshot of `tunnel` at `now`; `last_handshake` is when the shell last saw a session
-/// complete.
-pub fn snapshot<R: Random>(tunnel: &Tunnel<R>, now: Instant, last_handshake: Option<Instant>) -> NetdStatus {
+/// A snapshot of `tunnel` at `now`.
+pub fn snapshot<R: Random>(tunnel: &Tunnel<R>, now: Instant) -> NetdStatus {
     let data = tunnel.data();
     let counters = data.counters();
     let handshake = tunnel.handshake().counters();
@@ -32,9 +31,9 @@ pub fn snapshot<R: Random>(tunnel: &Tunnel<R>, now: Instant, last_handshake: Opt
     NetdStatus {
         up: tunnel.is_up(),
         peer: tunnel.peer(),
-        reachability: None,
-        path_mtu: None,
-        last_handshake_secs: last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),
+        reachability: Some(tunnel.reachability().name().to_owned()),
+        path_mtu: tunnel.path_mtu(),
+        last_handshake_secs: tunnel.status().last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),
         send_epoch: data.send_epoch().map(|e| e.epoch.0),
         recv_epochs: data.recv_epochs().iter().map(|e| e.epoch.0).collect(),
         sent: count(counters.sent),

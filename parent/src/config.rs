@@ -440,6 +440,17 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The tun MTU to set when path-MTU discovery reports `inner_mtu`: never above the
+    /// configured (or default) MTU, and never below 1280 when the tunnel carries IPv6, which
+    /// the kernel would answer by removing the IPv6 addresses (RFC 8200 requires 1280).
+    pub fn clamp_tun_mtu(&self, inner_mtu: u16) -> u16 {
+        let has_ipv6 = self.interface.addresses.iter().any(|a| matches!(a, IpNet::V6(_)));
+        let floor = if has_ipv6 { IPV6_MIN_MTU } else { 576 };
+        inner_mtu.min(self.tun_mtu()).max(floor)
+    }
+}
+
 /// An IPv6 listen address other than the unspecified `[::]` (which is dual-stack) cannot
 /// reach IPv4 peers.
 fn listen_is_v6_only(listen: SocketAddr) -> bool {
@@ -560,6 +571,15 @@ addresses = ["10.99.0.1/30"]
         assert!(e.starts_with("t.toml:4:1:") && e.contains("1280"), "{e}");
         let e = error(&format!("{MINIMAL}\n[transport]\nlisten = \"0.0.0.0:5555\"\npeer = \"[2001:db8::1]:5555\"\n"));
         assert!(e.contains("cannot be reached"), "{e}");
+    }
+
+    #[test]
+    fn discovered_mtus_are_clamped() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.clamp_tun_mtu(1235), 1235);
+        assert_eq!(c.clamp_tun_mtu(9000), 1435);
+        let c = parse("key_file = \"k\"\n[interface]\naddresses = [\"fd00::1/64\"]\n").expect("valid");
+        assert_eq!(c.clamp_tun_mtu(1235), 1280);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use yavipin_ipc::control::{
-    KeydInit, KeydStatus, KeydToParent, NetdInit, NetdStatus, NetdToParent, ParentToKeyd, ParentToNetd,
+    KeydInit, KeydStatus, KeydToParent, LivenessSettings, NetdInit, NetdStatus, NetdToParent, ParentToKeyd,
+    ParentToNetd,
 };
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError, pair};
 use yavipin_proto::keys::Psk;
@@ -143,6 +144,7 @@ pub fn run(config_path: &Path, sink: Sink, verbose: bool) -> Result<(), DaemonEr
     let socket = UdpSocket::bind(config.transport.listen)
         .map_err(|source| DaemonError::Bind { addr: config.transport.listen, source })?;
     let local = socket.local_addr().map_err(|source| DaemonError::Bind { addr: config.transport.listen, source })?;
+    tundev::probe_path_mtu(&socket).map_err(|source| DaemonError::Bind { addr: config.transport.listen, source })?;
     log::info!("{}: listening on {local}", config.interface.name);
 
     let (netd_parent, parent_netd) =
@@ -194,6 +196,7 @@ fn start_and_supervise(
         compression: config.session.compression,
         rekey_seconds: config.session.rekey_seconds,
         dh_renewal_seconds: config.session.dh_renewal_seconds,
+        liveness: liveness_settings(config),
     };
     netd.channel
         .send_with_fds(&ParentToNetd::Init(netd_init), &[tun.as_fd(), socket.as_fd()])
@@ -205,6 +208,25 @@ fn start_and_supervise(
     let scripts = Scripts::new(config);
     let mut supervisor = Supervisor { config, local, netd, keyd, ready: [false, false], query: None, scripts };
     supervisor.run(signal_fd, control)
+}
+
+/// Seconds (the configuration allows fractions) as whole milliseconds.
+fn millis(seconds: f64) -> u32 {
+    // The configuration bounds every value to at most 3600 s: far inside u32 milliseconds.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ms = (seconds * 1000.0).round() as u32;
+    ms
+}
+
+fn liveness_settings(config: &Config) -> LivenessSettings {
+    let liveness = &config.liveness;
+    LivenessSettings {
+        reachable_time_ms: millis(liveness.reachable_time),
+        retrans_timer_ms: millis(liveness.retrans_timer),
+        delay_first_probe_ms: millis(liveness.delay_first_probe_time),
+        max_unicast_solicit: liveness.max_unicast_solicit,
+        keepalive_seconds: liveness.keepalive_seconds,
+    }
 }
 
 /// A status query waiting for the workers' answers.
@@ -307,10 +329,15 @@ impl Supervisor<'_> {
                 tundev::set_link(device, true)?;
                 self.scripts.trigger(Instant::now(), scripts::Event::Up, Some(peer));
             }
-            NetdToParent::TunnelDown if self.ready[0] => {
-                log::info!("{device}: tunnel down");
+            NetdToParent::TunnelDown { reason } if self.ready[0] => {
+                log::info!("{device}: tunnel down: {reason}");
                 tundev::set_link(device, false)?;
                 self.scripts.trigger(Instant::now(), scripts::Event::Down, None);
+            }
+            NetdToParent::Mtu { path_mtu, inner_mtu } if self.ready[0] => {
+                let mtu = self.config.clamp_tun_mtu(inner_mtu);
+                log::info!("{device}: path MTU {path_mtu}, tunnel MTU {mtu}");
+                tundev::set_mtu(device, mtu)?;
             }
             NetdToParent::Status(status) if self.query.as_ref().is_some_and(|q| q.netd.is_none()) => {
                 if let Some(query) = &mut self.query {

@@ -101,3 +101,35 @@ pub fn set_link(name: &str, up: bool) -> Result<(), TunError> {
 pub fn set_mtu(name: &str, mtu: u16) -> Result<(), TunError> {
     ip(&["link", "set", "dev", name, "mtu", &mtu.to_string()])
 }
+
+/// Sets the don't-fragment bit on the tunnel's datagrams without letting the kernel's
+/// ICMP-fed path-MTU cache shrink them (`IP_PMTUDISC_PROBE`): the tunnel finds the path
+/// MTU itself with authenticated probes, and forged "fragmentation needed" messages change
+/// nothing. A datagram larger than the local interface still fails with `EMSGSIZE`, which
+/// netd reports to its path-MTU search.
+pub fn probe_path_mtu(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local c_int on an
+        // open socket descriptor owned by `socket` for the duration of the call.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4),
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    };
+    if socket.local_addr()?.is_ipv6() {
+        set(libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE)?;
+        // A dual-stack socket also sends IPv4; this option may be refused on v6-only sockets.
+        let _ = set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE);
+        Ok(())
+    } else {
+        set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+    }
+}

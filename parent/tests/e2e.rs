@@ -45,8 +45,7 @@ struct Pair {
     a: Netns,
     b: Netns,
     daemon_a: Daemon,
-    /// Kept so the initiating daemon runs as long as the pair.
-    _daemon_b: Daemon,
+    daemon_b: Daemon,
     key: [u8; 32],
     _scratch: Scratch,
 }
@@ -95,7 +94,7 @@ impl Pair {
         for (name, daemon) in [("a", &mut daemon_a), ("b", &mut daemon_b)] {
             assert!(daemon.wait_for("tunnel up", UP_TIMEOUT).is_some(), "{name} never came up: {:#?}", daemon.log());
         }
-        Self { a, b, daemon_a, _daemon_b: daemon_b, key, _scratch: scratch }
+        Self { a, b, daemon_a, daemon_b, key, _scratch: scratch }
     }
 
     fn pings_both_ways(&self) {
@@ -486,4 +485,24 @@ fn a_dead_worker_stops_the_daemon_with_an_error() {
         // Nothing is left running: the other worker was stopped too.
         assert!(!Path::new(&format!("/proc/{other}")).exists(), "{role} died but the other worker still runs");
     }
+}
+
+#[test]
+fn the_peer_learns_of_a_shutdown_at_once() {
+    if !require_root("the_peer_learns_of_a_shutdown_at_once") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    pair.pings_both_ways();
+    let stopped = std::time::Instant::now();
+    assert!(pair.daemon_b.stop().success());
+    let line = pair.daemon_a.wait_for("tunnel down", Duration::from_secs(5)).expect("a noticed");
+    let elapsed = stopped.elapsed();
+    assert!(line.contains("peer shut down"), "{line}");
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    // The link went down with it: routes through the tunnel fail at once.
+    let device = pair.a.ip(&["-o", "link", "show", "dev", pair.a.name()]);
+    let flags = String::from_utf8_lossy(&device.stdout);
+    let flags = flags.split('<').nth(1).and_then(|f| f.split('>').next()).unwrap_or_default();
+    assert!(!flags.split(',').any(|f| f == "UP"), "link still up: {flags}");
 }
