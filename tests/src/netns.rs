@@ -177,6 +177,23 @@ impl Daemon {
         }
     }
 
+    /// Waits for a line containing `pattern` among those not yet seen by [`Self::log`] or
+    /// an earlier wait (call `log()` to mark the point after which lines count).
+    pub fn wait_for_next(&mut self, pattern: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(pattern) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
     /// Every line logged so far.
     pub fn log(&mut self) -> &[String] {
         while let Ok(line) = self.lines.try_recv() {

@@ -1,0 +1,236 @@
+//! End to end, on impaired networks: a router namespace between the peers cuts the path,
+//! translates addresses with a short UDP timeout, or lowers the MTU. Release binary, root
+//! only (skipped loudly otherwise), as in `e2e.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use yavipin_parent::control::TunnelStatus;
+use yavipin_tests::netns::{Daemon, Netns, Scratch, require_root, veth};
+
+fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let dir = target.join("release");
+    assert!(
+        dir.join("yavipind").exists() && dir.join("yavipin").exists(),
+        "build the release binaries first (./test.sh does)"
+    );
+    dir
+}
+
+/// A — R — B: R routes between 198.18.1.0/24 (A's side) and 198.18.2.0/24 (B's side).
+struct Routed {
+    a: Netns,
+    r: Netns,
+    b: Netns,
+    /// R's interface towards B.
+    r_to_b: String,
+    /// B's interface towards R.
+    b_link: String,
+}
+
+impl Routed {
+    fn new() -> Self {
+        let (a, r, b) = (Netns::new("yla"), Netns::new("ylr"), Netns::new("ylb"));
+        veth(&a, &["198.18.1.1/24"], &r, &["198.18.1.2/24"]);
+        let (r_to_b, b_link) = veth(&r, &["198.18.2.1/24"], &b, &["198.18.2.2/24"]);
+        a.ip(&["route", "add", "default", "via", "198.18.1.2"]);
+        b.ip(&["route", "add", "default", "via", "198.18.2.1"]);
+        assert!(r.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).status.success());
+        Self { a, r, b, r_to_b, b_link }
+    }
+
+    fn nft(&self, rules: &str) {
+        let out = self
+            .r
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
+                c.wait_with_output()
+            });
+        let out = out.expect("nft");
+        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+const INNER_A: &str = "10.98.0.1";
+const INNER_B: &str = "10.98.0.2";
+
+/// Starts A (responder) and B (initiator towards A) with `extra` appended to both
+/// configurations; IPv4 inside only, so the tun MTU may follow the path below 1280.
+fn start(net: &Routed, scratch: &Scratch, extra: &str) -> (Daemon, Daemon) {
+    let bin = release_dir().join("yavipind");
+    let key: String = {
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+            .expect("urandom");
+        key.iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+    };
+    let key_file = scratch.write("k", &format!("{key}\n"), 0o600);
+    let config = |device: &str, inner: &str, peer: &str| {
+        format!(
+            "key_file = \"{}\"\n{extra}\n[interface]\nname = \"{device}\"\naddresses = [\"{inner}/30\"]\n[transport]\nlisten = \"0.0.0.0:5555\"\n{peer}",
+            key_file.display()
+        )
+    };
+    let a = scratch.write("a.toml", &config(net.a.name(), INNER_A, ""), 0o600);
+    let b = scratch.write("b.toml", &config(net.b.name(), INNER_B, "peer = \"198.18.1.1:5555\"\n"), 0o600);
+    let mut da = Daemon::start(&net.a, &bin, &a);
+    let mut db = Daemon::start(&net.b, &bin, &b);
+    for d in [&mut da, &mut db] {
+        assert!(d.wait_for("tunnel up", Duration::from_secs(20)).is_some(), "no tunnel: {:#?}", d.log());
+    }
+    (da, db)
+}
+
+fn status(device: &str) -> TunnelStatus {
+    let out = Command::new(release_dir().join("yavipin")).args(["show", device, "--json"]).output().expect("show");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+fn ping(from: &Netns, to: &str, size: usize) -> bool {
+    (0..3).any(|_| from.ping(to, size))
+}
+
+#[test]
+fn a_cut_path_takes_the_tunnel_down_on_both_sides_and_it_comes_back() {
+    if !require_root("a_cut_path_takes_the_tunnel_down_on_both_sides_and_it_comes_back") {
+        return;
+    }
+    let net = Routed::new();
+    let scratch = Scratch::new();
+    let marker = scratch.dir_path().join("down-ran");
+    let script = scratch.write(
+        "down",
+        &format!("#!/bin/sh\necho \"$YAVIPIN_EVENT $YAVIPIN_DEVICE\" >> {}\n", marker.display()),
+        0o755,
+    );
+    // Short timers: detection bound = max(1.5 x 2, 1) + 0.5 + 3 x 0.3 = 4.4 s.
+    let extra = format!(
+        "[liveness]\nreachable_time = 2\ndelay_first_probe_time = 0.5\nretrans_timer = 0.3\nkeepalive_seconds = 1\n[scripts]\ndown = \"{}\"",
+        script.display()
+    );
+    let (mut da, mut db) = start(&net, &scratch, &extra);
+    assert!(ping(&net.b, INNER_A, 56));
+    // Lines from here on count as new.
+    let _ = (da.log(), db.log());
+
+    net.nft("table inet cut {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n }\n}\n");
+    let cut = Instant::now();
+    let bound = Duration::from_secs_f64(4.4) + Duration::from_secs(1);
+    for (name, d) in [("a", &mut da), ("b", &mut db)] {
+        let line = d
+            .wait_for_next("tunnel down", bound + Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{name} never noticed"));
+        assert!(line.contains("peer unreachable"), "{line}");
+        assert!(cut.elapsed() <= bound, "{name} took {:?}, bound {bound:?}", cut.elapsed());
+    }
+    // The scripts run asynchronously: wait for both to have written.
+    let both = |text: &str| {
+        text.contains(&format!("down {}", net.a.name())) && text.contains(&format!("down {}", net.b.name()))
+    };
+    let ran = yavipin_tests::netns::eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| both(&t))
+    });
+    assert!(ran, "the down scripts did not both run: {:?}", std::fs::read_to_string(&marker));
+    let link = net.a.ip(&["-o", "link", "show", "dev", net.a.name()]);
+    let flags = String::from_utf8_lossy(&link.stdout)
+        .split('<')
+        .nth(1)
+        .unwrap_or_default()
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!flags.split(',').any(|f| f == "UP"), "link still up: {flags}");
+
+    // The path comes back: the initiator reconnects on its own, no restart.
+    let _ = (da.log(), db.log());
+    net.nft("delete table inet cut");
+    for d in [&mut da, &mut db] {
+        assert!(d.wait_for_next("tunnel up", Duration::from_secs(45)).is_some(), "never came back: {:#?}", d.log());
+    }
+    assert!(ping(&net.b, INNER_A, 56));
+}
+
+#[test]
+fn a_nat_with_a_short_timeout_is_kept_open_and_followed_after_a_flush() {
+    if !require_root("a_nat_with_a_short_timeout_is_kept_open_and_followed_after_a_flush") {
+        return;
+    }
+    let net = Routed::new();
+    // B is behind R's NAT; UDP mappings expire after 10 s without traffic.
+    net.nft(&format!(
+        "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname != \"{}\" masquerade random\n }}\n}}\n",
+        net.r_to_b
+    ));
+    for knob in ["net.netfilter.nf_conntrack_udp_timeout=10", "net.netfilter.nf_conntrack_udp_timeout_stream=10"] {
+        assert!(net.r.run("sysctl", &["-qw", knob]).status.success(), "{knob}");
+    }
+    let scratch = Scratch::new();
+    let (_da, _db) = start(&net, &scratch, "[liveness]\nkeepalive_seconds = 5");
+    let before = status(net.a.name());
+    let seen_from = before.netd.peer.expect("A knows B's translated endpoint");
+    assert_eq!(seen_from.ip().to_string(), "198.18.1.2", "B is seen through the NAT");
+
+    // 60 s idle: the keepalives keep the mapping; A can still reach B behind the NAT.
+    std::thread::sleep(Duration::from_secs(60));
+    assert!(ping(&net.a, INNER_B, 56), "the NAT mapping expired");
+
+    // The NAT forgets the mapping: B's next packets leave from another port, and A follows
+    // them without a new handshake.
+    assert!(net.r.run("conntrack", &["-F"]).status.success(), "conntrack -F (apt-get install conntrack)");
+    assert!(ping(&net.b, INNER_A, 56), "traffic did not resume");
+    let after = status(net.a.name());
+    assert_ne!(after.netd.peer, Some(seen_from), "A did not follow the new mapping");
+    assert_eq!(
+        (after.netd.initiated, after.netd.responded, after.keyd.sessions),
+        (before.netd.initiated, before.netd.responded, before.keyd.sessions),
+        "a new handshake was needed"
+    );
+}
+
+#[test]
+fn a_lower_path_mtu_is_found_and_large_packets_still_pass_unfragmented() {
+    if !require_root("a_lower_path_mtu_is_found_and_large_packets_still_pass_unfragmented") {
+        return;
+    }
+    let net = Routed::new();
+    let scratch = Scratch::new();
+    let (_da, _db) = start(&net, &scratch, "");
+    // The B side of the path now carries at most 1280-byte packets.
+    net.r.ip(&["link", "set", "dev", &net.r_to_b, "mtu", "1280"]);
+    net.b.ip(&["link", "set", "dev", &net.b_link, "mtu", "1280"]);
+    // Discovery notices (a black hole, or EMSGSIZE on B) and settles at or below 1280.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let inner = loop {
+        // Traffic keeps the search going.
+        let _ = net.b.ping(INNER_A, 56);
+        let (sa, sb) = (status(net.a.name()), status(net.b.name()));
+        if let (Some(pa), Some(pb)) = (sa.netd.path_mtu, sb.netd.path_mtu)
+            && pa <= 1280
+            && pb <= 1280
+        {
+            break 1280 - 28 - 17;
+        }
+        assert!(Instant::now() < deadline, "path MTU never adapted: {:?} {:?}", sa.netd.path_mtu, sb.netd.path_mtu);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // A ping filling the tunnel MTU passes with fragmentation forbidden, both ways.
+    let payload = inner - 28;
+    assert!(ping(&net.b, INNER_A, payload), "{payload}-byte ping from B lost");
+    assert!(ping(&net.a, INNER_B, payload), "{payload}-byte ping from A lost");
+}
