@@ -561,11 +561,12 @@ impl<S: Suite> DataPlane<S> {
 
     fn erase_retired(&mut self, now: Instant) {
         for slot in &mut self.recv {
-            if slot.as_ref().is_some_and(|s| s.retire_at.is_some_and(|at| at <= now))
-                && let Some(erased) = slot.take()
-            {
-                // Dropping the state zeroizes its keys.
-                self.events.push_back(Event::RecvKeyErased { epoch: erased.epoch });
+            if let Some(epoch) = slot.as_ref().filter(|s| s.retire_at.is_some_and(|at| at <= now)).map(|s| s.epoch) {
+                // Dropped where it lies, which zeroizes its keys there. (`take()` would move
+                // the state out and zeroize only the moved copy, leaving the keys' bytes in
+                // the slot.)
+                *slot = None;
+                self.events.push_back(Event::RecvKeyErased { epoch });
             }
         }
         self.arm_retire_timer();
