@@ -19,6 +19,8 @@ pub mod replay;
 pub mod shell;
 pub mod status;
 pub mod suite;
+#[cfg(test)]
+mod test_random;
 pub mod tunnel;
 
 pub use counters::{Counters, DropReason, SealError, Traffic};

@@ -413,16 +413,7 @@ impl Nud {
 mod tests {
     use super::*;
 
-    /// A counter as randomness: reproducible, and every id differs.
-    struct Counter(u32);
-    impl Random for Counter {
-        fn fill(&mut self, buf: &mut [u8]) {
-            for byte in buf {
-                self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                *byte = self.0.to_be_bytes()[0];
-            }
-        }
-    }
+    use crate::test_random::Counter;
 
     /// Randomness that always yields the same 32-bit value.
     struct Fixed(u32);

@@ -500,15 +500,7 @@ impl Pmtu {
 mod tests {
     use super::*;
 
-    struct Counter(u32);
-    impl Random for Counter {
-        fn fill(&mut self, buf: &mut [u8]) {
-            for byte in buf {
-                self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                *byte = self.0.to_be_bytes()[0];
-            }
-        }
-    }
+    use crate::test_random::Counter;
 
     /// Default discovery for a data plane of 1500-byte inner packets.
     fn pmtu() -> Pmtu {
