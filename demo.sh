@@ -16,7 +16,7 @@ id -u yavipin >/dev/null 2>&1 ||
 
 echo "== building (release)"
 cargo build --release --locked -q -p yavipin-parent -p yavipin-cli
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 work=$(mktemp -d)
 ns_a=yvdemo-a-$$
