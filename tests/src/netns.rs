@@ -88,6 +88,16 @@ impl Netns {
         let size = size.to_string();
         self.run("ping", &["-c", "1", "-W", "1", "-M", "do", "-s", &size, target]).status.success()
     }
+
+    /// Whether `device`'s link is administratively up (the `UP` flag of `ip link`), which is
+    /// what the daemon sets and clears as the tunnel comes and goes.
+    pub fn link_is_up(&self, device: &str) -> bool {
+        let link = self.ip(&["-o", "link", "show", "dev", device]);
+        let text = String::from_utf8_lossy(&link.stdout);
+        assert!(link.status.success(), "ip link show dev {device}: {link:?}");
+        let flags = text.split('<').nth(1).and_then(|f| f.split('>').next()).unwrap_or_default();
+        flags.split(',').any(|flag| flag == "UP")
+    }
 }
 
 impl Drop for Netns {
