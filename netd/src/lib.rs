@@ -13,6 +13,8 @@ pub mod cookie;
 pub mod counters;
 pub mod dataplane;
 pub mod handshake;
+#[cfg(feature = "test-keylog")]
+mod keylog;
 pub mod liveness;
 pub mod pmtu;
 pub mod replay;

@@ -245,6 +245,8 @@ fn event_loop(
         }
         if ready[2] {
             let message = keyd.recv::<KeydToNetd>().map_err(|source| ShellError::Channel { peer: "keyd", source })?;
+            #[cfg(feature = "test-keylog")]
+            crate::keylog::record(&message.message);
             tunnel.handle_keyd(now, message.message)?;
         }
     }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attacker;
 pub mod data_peer;
 pub mod netns;
 pub mod node;
