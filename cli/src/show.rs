@@ -112,6 +112,9 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// Width of the label column of [`render`]: the longest label, "refused by keyd".
+const LABEL_WIDTH: usize = 15;
+
 /// The state as text, in the manner of `wg show`.
 fn render(status: &TunnelStatus) -> String {
     use std::fmt::Write as _;
@@ -119,7 +122,7 @@ fn render(status: &TunnelStatus) -> String {
     let keyd = &status.keyd;
     let mut out = String::new();
     let mut line = |label: &str, value: String| {
-        let _ = writeln!(out, "  {label:<15}{value}");
+        let _ = writeln!(out, "  {label:<LABEL_WIDTH$} {value}");
     };
     let opt = |value: Option<String>| value.unwrap_or_else(|| "unknown".into());
     let header = format!("interface: {}\n", status.device);
@@ -182,6 +185,27 @@ fn render(status: &TunnelStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_is_set_apart_from_its_value() {
+        use yavipin_ipc::control::{KeydStatus, NetdStatus};
+        let status = TunnelStatus {
+            device: "yavipin0".into(),
+            listen: "0.0.0.0:5555".into(),
+            netd: NetdStatus { drops: vec![("data/bad-mac".into(), 3)], ..NetdStatus::default() },
+            keyd: KeydStatus { failures: vec![("bad-auth".into(), 1)], ..KeydStatus::default() },
+        };
+        let text = render(&status);
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 13, "{text}");
+        for row in rows {
+            let (label, value) = row.split_at(2 + LABEL_WIDTH);
+            assert!(label.starts_with("  ") && label.len() == 2 + LABEL_WIDTH, "{row:?}");
+            assert!(value.starts_with(' ') && !value.trim().is_empty(), "no gap or no value: {row:?}");
+        }
+        assert!(text.contains("  refused by keyd bad-auth 1\n"), "{text}");
+        assert!(text.contains("  drops           data/bad-mac 3\n"), "{text}");
+    }
 
     #[test]
     fn device_names_cannot_leave_the_run_directory() {

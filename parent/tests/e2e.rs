@@ -377,7 +377,7 @@ fn show_reports_the_running_tunnel() {
     assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
     let text = String::from_utf8_lossy(&text.stdout);
     for field in
-        ["interface: ", "peer", "tunnel         up", "last handshake", "key epoch", "path mtu", "transfer", "drops"]
+        ["interface: ", "peer", "tunnel          up", "last handshake", "key epoch", "path mtu", "transfer", "drops"]
     {
         assert!(text.contains(field), "missing {field:?} in:\n{text}");
     }
