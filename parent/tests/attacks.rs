@@ -32,10 +32,10 @@ use yavipin_proto::handshake::{
 };
 use yavipin_proto::keys::Psk;
 use yavipin_tests::attacker::{
-    A_ADDR, B_ADDR, Capture, Captured, Injector, Noise, R_A_ADDR, Routed, build_udp, is_icmp, memory_contains,
-    memory_find, parse_udp, rx_packets, set_udp_checksum, udp_counter, udp_socket, vm_rss_kib, worker,
+    Capture, Captured, Injector, Noise, build_udp, is_icmp, memory_contains, memory_find, parse_udp, rx_packets,
+    set_udp_checksum, udp_counter, udp_socket, vm_rss_kib, worker,
 };
-use yavipin_tests::netns::{Daemon, Netns, Scratch, eventually, require_root};
+use yavipin_tests::netns::{A_ADDR, B_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, eventually, require_root};
 
 const UP_TIMEOUT: Duration = Duration::from_secs(20);
 const PORT: u16 = 5555;

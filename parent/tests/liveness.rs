@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use yavipin_parent::control::TunnelStatus;
-use yavipin_tests::netns::{Daemon, Netns, Scratch, require_root, veth};
+use yavipin_tests::netns::{A_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, require_root};
 
 fn release_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -20,44 +20,22 @@ fn release_dir() -> PathBuf {
     dir
 }
 
-/// A — R — B: R routes between 198.18.1.0/24 (A's side) and 198.18.2.0/24 (B's side).
-struct Routed {
-    a: Netns,
-    r: Netns,
-    b: Netns,
-    /// R's interface towards B.
-    r_to_b: String,
-    /// B's interface towards R.
-    b_link: String,
-}
-
-impl Routed {
-    fn new() -> Self {
-        let (a, r, b) = (Netns::new("yla"), Netns::new("ylr"), Netns::new("ylb"));
-        veth(&a, &["198.18.1.1/24"], &r, &["198.18.1.2/24"]);
-        let (r_to_b, b_link) = veth(&r, &["198.18.2.1/24"], &b, &["198.18.2.2/24"]);
-        a.ip(&["route", "add", "default", "via", "198.18.1.2"]);
-        b.ip(&["route", "add", "default", "via", "198.18.2.1"]);
-        assert!(r.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).status.success());
-        Self { a, r, b, r_to_b, b_link }
-    }
-
-    fn nft(&self, rules: &str) {
-        let out = self
-            .r
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
-                c.wait_with_output()
-            });
-        let out = out.expect("nft");
-        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
-    }
+/// Runs the nftables `rules` on the router.
+fn nft(net: &Routed, rules: &str) {
+    let out = net
+        .r
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
+            c.wait_with_output()
+        });
+    let out = out.expect("nft");
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 const INNER_A: &str = "10.98.0.1";
@@ -86,7 +64,7 @@ fn start(net: &Routed, scratch: &Scratch, extra: &str) -> (Daemon, Daemon) {
         )
     };
     let a = scratch.write("a.toml", &config(net.a.name(), INNER_A, ""), 0o600);
-    let b = scratch.write("b.toml", &config(net.b.name(), INNER_B, "peer = \"198.18.1.1:5555\"\n"), 0o600);
+    let b = scratch.write("b.toml", &config(net.b.name(), INNER_B, &format!("peer = \"{A_ADDR}:5555\"\n")), 0o600);
     let mut da = Daemon::start(&net.a, &bin, &a);
     let mut db = Daemon::start(&net.b, &bin, &b);
     for d in [&mut da, &mut db] {
@@ -128,7 +106,7 @@ fn a_cut_path_takes_the_tunnel_down_on_both_sides_and_it_comes_back() {
     // Lines from here on count as new.
     let _ = (da.log(), db.log());
 
-    net.nft("table inet cut {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n }\n}\n");
+    nft(&net, "table inet cut {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n }\n}\n");
     let cut = Instant::now();
     let bound = Duration::from_secs_f64(4.4) + Duration::from_secs(1);
     for (name, d) in [("a", &mut da), ("b", &mut db)] {
@@ -150,7 +128,7 @@ fn a_cut_path_takes_the_tunnel_down_on_both_sides_and_it_comes_back() {
 
     // The path comes back: the initiator reconnects on its own, no restart.
     let _ = (da.log(), db.log());
-    net.nft("delete table inet cut");
+    nft(&net, "delete table inet cut");
     for d in [&mut da, &mut db] {
         assert!(d.wait_for_next("tunnel up", Duration::from_secs(45)).is_some(), "never came back: {:#?}", d.log());
     }
@@ -164,10 +142,13 @@ fn a_nat_with_a_short_timeout_is_kept_open_and_followed_after_a_flush() {
     }
     let net = Routed::new();
     // B is behind R's NAT; UDP mappings expire after 10 s without traffic.
-    net.nft(&format!(
-        "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname != \"{}\" masquerade random\n }}\n}}\n",
-        net.r_to_b
-    ));
+    nft(
+        &net,
+        &format!(
+            "table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname != \"{}\" masquerade random\n }}\n}}\n",
+            net.r_to_b
+        ),
+    );
     for knob in ["net.netfilter.nf_conntrack_udp_timeout=10", "net.netfilter.nf_conntrack_udp_timeout_stream=10"] {
         assert!(net.r.run("sysctl", &["-qw", knob]).status.success(), "{knob}");
     }
@@ -175,7 +156,7 @@ fn a_nat_with_a_short_timeout_is_kept_open_and_followed_after_a_flush() {
     let (_da, _db) = start(&net, &scratch, "[liveness]\nkeepalive_seconds = 5");
     let before = status(net.a.name());
     let seen_from = before.netd.peer.expect("A knows B's translated endpoint");
-    assert_eq!(seen_from.ip().to_string(), "198.18.1.2", "B is seen through the NAT");
+    assert_eq!(seen_from.ip(), std::net::IpAddr::V4(R_A_ADDR), "B is seen through the NAT");
 
     // 60 s idle: the keepalives keep the mapping; A can still reach B behind the NAT.
     std::thread::sleep(Duration::from_secs(60));
@@ -204,7 +185,7 @@ fn a_lower_path_mtu_is_found_and_large_packets_still_pass_unfragmented() {
     let (_da, _db) = start(&net, &scratch, "");
     // The B side of the path now carries at most 1280-byte packets.
     net.r.ip(&["link", "set", "dev", &net.r_to_b, "mtu", "1280"]);
-    net.b.ip(&["link", "set", "dev", &net.b_link, "mtu", "1280"]);
+    net.b.ip(&["link", "set", "dev", &net.b_if, "mtu", "1280"]);
     // Discovery notices (a black hole, or EMSGSIZE on B) and settles at or below 1280.
     let deadline = Instant::now() + Duration::from_secs(120);
     let inner = loop {

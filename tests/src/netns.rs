@@ -7,6 +7,7 @@
 //! drop, also when a test fails.
 
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -280,6 +281,88 @@ impl Scratch {
 }
 
 impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sets `key` to `value` with sysctl(8) inside `ns`.
+pub fn sysctl(ns: &Netns, key: &str, value: &str) {
+    let out = ns.run("sysctl", &["-qw", &format!("{key}={value}")]);
+    assert!(out.status.success(), "sysctl {key}={value}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+// Topology ----------------------------------------------------------------------------
+
+/// `A`'s underlay address.
+pub const A_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// `B`'s underlay address.
+pub const B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// The router's address on `A`'s link.
+pub const R_A_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+/// The router's address on `B`'s link.
+pub const R_B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
+
+/// Three hosts in a row, `A — R — B`: `R` routes between `198.18.1.0/24` (A's link) and
+/// `198.18.2.0/24` (B's link) and is where the on-path attacker sits. More hosts can hang
+/// off `R` ([`Routed::attach`]). IPv6 is off in `A` and `B`, so their tun devices carry
+/// nothing the tests did not send. `R`'s link to `A` has an MTU of 1600, so that the
+/// attacker can send `A` datagrams of every length up to 1500 bytes without fragments.
+#[derive(Debug)]
+pub struct Routed {
+    /// One end.
+    pub a: Netns,
+    /// The router, the attacker's place.
+    pub r: Netns,
+    /// The other end.
+    pub b: Netns,
+    /// `R`'s interface towards `A`.
+    pub r_to_a: String,
+    /// `R`'s interface towards `B`.
+    pub r_to_b: String,
+    /// `A`'s interface towards `R`.
+    pub a_if: String,
+    /// `B`'s interface towards `R`.
+    pub b_if: String,
+}
+
+impl Routed {
+    /// Creates the three namespaces, their links and routes.
+    pub fn new() -> Self {
+        let (a, r, b) = (Netns::new("yaa"), Netns::new("yar"), Netns::new("yab"));
+        for ns in [&a, &b] {
+            sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1");
+            sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1");
+        }
+        sysctl(&r, "net.ipv4.ip_forward", "1");
+        for ns in [&a, &r, &b] {
+            sysctl(ns, "net.ipv4.conf.all.rp_filter", "0");
+            sysctl(ns, "net.ipv4.conf.default.rp_filter", "0");
+        }
+        let (r_to_a, a_if) = veth(&r, &[&format!("{R_A_ADDR}/24")], &a, &[&format!("{A_ADDR}/24")]);
+        let (r_to_b, b_if) = veth(&r, &[&format!("{R_B_ADDR}/24")], &b, &[&format!("{B_ADDR}/24")]);
+        r.ip(&["link", "set", &r_to_a, "mtu", "1600"]);
+        a.ip(&["link", "set", &a_if, "mtu", "1600"]);
+        a.ip(&["route", "add", "default", "via", &R_A_ADDR.to_string()]);
+        b.ip(&["route", "add", "default", "via", &R_B_ADDR.to_string()]);
+        Self { a, r, b, r_to_a, r_to_b, a_if, b_if }
+    }
+
+    /// Attaches a new host to `R` on `198.18.<subnet>.0/24` (host `.1`, router `.254`,
+    /// default route via the router); returns it with its interface and `R`'s.
+    pub fn attach(&self, tag: &str, subnet: u8) -> (Netns, String, String) {
+        let host = Netns::new(tag);
+        sysctl(&host, "net.ipv6.conf.all.disable_ipv6", "1");
+        sysctl(&host, "net.ipv4.conf.all.rp_filter", "0");
+        sysctl(&host, "net.ipv4.conf.default.rp_filter", "0");
+        let (r_if, host_if) =
+            veth(&self.r, &[&format!("198.18.{subnet}.254/24")], &host, &[&format!("198.18.{subnet}.1/24")]);
+        host.ip(&["route", "add", "default", "via", &format!("198.18.{subnet}.254")]);
+        (host, host_if, r_if)
+    }
+}
+
+impl Default for Routed {
     fn default() -> Self {
         Self::new()
     }
