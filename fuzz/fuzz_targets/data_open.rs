@@ -106,7 +106,7 @@ impl Harness {
         tx.install_send_key(clock.now(), epoch_key(direction, salt, 1)).expect("first send key");
         rx.install_recv_key(epoch_key(direction, salt, 1)).expect("first receive key");
         rx.install_recv_key(epoch_key(direction, salt, 2)).expect("next receive key");
-        let out = vec![0; rx.max_datagram_len()];
+        let out = vec![0; DataPlane::<Classic>::OPEN_BUFFER_LEN];
         let seal_buf = vec![0; tx.max_datagram_len()];
         Self { clock, keys: (direction, salt), tx, rx, send_epoch: 1, out, seal_buf }
     }

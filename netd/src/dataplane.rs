@@ -23,6 +23,11 @@ use crate::suite::{Nonce, Suite};
 
 /// Bytes of the ethertype that precedes an "other" packet inside the ciphertext.
 const ETHERTYPE_LEN: usize = 2;
+/// The largest inner packet accepted from the peer (after decompression): an IP packet's
+/// maximum. The MTU limits what a side sends, never what it accepts: peers with different
+/// MTUs interoperate (a dual-stack responder assumes IPv6 headers, an IPv4 initiator does
+/// not), and the peer's path-MTU probes of its full size arrive.
+pub const MAX_RECEIVED_INNER_LEN: usize = 65_535;
 /// Receive-key slots, one per epoch phase (epoch modulo 4).
 const SLOTS: usize = 4;
 
@@ -30,7 +35,8 @@ const SLOTS: usize = 4;
 /// configured otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataConfig {
-    /// Largest inner packet, in bytes, sent or accepted (after decompression).
+    /// Largest inner packet sent, in bytes (the tun device's MTU). What is accepted is
+    /// bounded by [`MAX_RECEIVED_INNER_LEN`] instead.
     pub max_inner_len: usize,
     /// Per-packet deflate. Off by default: compression before encryption leaks content
     /// through packet lengths (VORACLE).
@@ -245,9 +251,12 @@ impl<S: Suite> DataPlane<S> {
     /// more for the ethertype).
     pub const OVERHEAD: usize = DATA_HEADER_LEN + S::TAG_LEN;
 
+    /// An `out` buffer of [`Self::open`] this large takes every packet the peer may send.
+    pub const OPEN_BUFFER_LEN: usize = MAX_RECEIVED_INNER_LEN + ETHERTYPE_LEN;
+
     /// A data plane with no keys yet.
     pub fn new(config: DataConfig) -> Self {
-        let scratch = vec![0u8; config.max_inner_len + ETHERTYPE_LEN].into_boxed_slice();
+        let scratch = vec![0u8; MAX_RECEIVED_INNER_LEN + ETHERTYPE_LEN].into_boxed_slice();
         Self {
             config,
             send: None,
@@ -464,8 +473,10 @@ impl<S: Suite> DataPlane<S> {
         }
     }
 
-    /// Authenticates and decrypts `datagram` into `out`. On success the inner bytes are at
-    /// `out[opened.range]`. Every failure is counted and must be dropped silently.
+    /// Authenticates and decrypts `datagram` into `out` ([`Self::OPEN_BUFFER_LEN`] bytes
+    /// take anything; a packet that does not fit a smaller one is dropped as too large). On
+    /// success the inner bytes are at `out[opened.range]`. Every failure is counted and must
+    /// be dropped silently.
     pub fn open(&mut self, now: Instant, datagram: &[u8], out: &mut [u8]) -> Result<Opened, DropReason> {
         let result = self.open_inner(now, datagram, out);
         if let Err(reason) = result {
@@ -483,7 +494,7 @@ impl<S: Suite> DataPlane<S> {
         let (header_bytes, rest) = datagram.split_at(DATA_HEADER_LEN);
         let header_bytes: &[u8; DATA_HEADER_LEN] = header_bytes.try_into().map_err(|_| DropReason::TooShort)?;
         let (ciphertext, tag) = rest.split_at(rest.len() - S::TAG_LEN);
-        let max_plain = self.config.max_inner_len + ETHERTYPE_LEN;
+        let max_plain = MAX_RECEIVED_INNER_LEN + ETHERTYPE_LEN;
         if ciphertext.len() > max_plain {
             return Err(DropReason::TooLarge);
         }
@@ -536,7 +547,7 @@ impl<S: Suite> DataPlane<S> {
             InnerKind::Control if plain_len == 0 => return Err(DropReason::Malformed),
             InnerKind::Control => (Delivery::Control, 0..plain_len),
         };
-        if range.len() > self.config.max_inner_len {
+        if range.len() > MAX_RECEIVED_INNER_LEN {
             return Err(DropReason::TooLarge);
         }
         self.counters.received.add(range.len());

@@ -21,9 +21,10 @@ use yavipin_proto::OsRandom;
 use yavipin_proto::handshake::Group;
 use yavipin_sandbox::{JailError, JailSpec, Role};
 
-use crate::dataplane::DataConfig;
+use crate::dataplane::{DataConfig, DataPlane};
 use crate::handshake::HandshakeConfig;
 use crate::status;
+use crate::suite::Classic;
 use crate::tunnel::{Tunnel, TunnelConfig, TunnelError, TunnelEvent};
 
 /// Bytes of the tun packet-information header: flags (2), ethertype (2).
@@ -160,7 +161,9 @@ impl Io {
             ipv6_socket: local.is_ipv6(),
             local,
             datagram: vec![0; MAX_PACKET].into_boxed_slice(),
-            packet: vec![0; MAX_PACKET + PI_LEN].into_boxed_slice(),
+            // A tun packet read, or one opened from the peer (which may exceed MAX_PACKET by
+            // the ethertype of an "other" packet).
+            packet: vec![0; DataPlane::<Classic>::OPEN_BUFFER_LEN.max(MAX_PACKET) + PI_LEN].into_boxed_slice(),
             sealed: vec![0; MAX_PACKET].into_boxed_slice(),
         })
     }

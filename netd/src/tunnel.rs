@@ -628,7 +628,7 @@ impl<R: Random> Tunnel<R> {
     }
 
     /// A datagram from the socket. A data packet that opens into a tun packet is written to
-    /// `out` (at least [`Self::max_datagram_len`] bytes) and described by the result;
+    /// `out` ([`DataPlane::OPEN_BUFFER_LEN`] bytes take anything) and described by the result;
     /// everything else is handled here.
     ///
     /// Roaming: a datagram that authenticated and passed the replay window from another

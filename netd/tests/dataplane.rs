@@ -36,7 +36,7 @@ fn seal(tx: &mut DataPlane<Classic>, now: Instant, inner: Inner<'_>) -> Vec<u8> 
 }
 
 fn open(rx: &mut DataPlane<Classic>, now: Instant, datagram: &[u8]) -> Result<(Delivery, Vec<u8>), DropReason> {
-    let mut out = vec![0; rx.max_datagram_len()];
+    let mut out = vec![0; DataPlane::<Classic>::OPEN_BUFFER_LEN];
     let opened = rx.open(now, datagram, &mut out)?;
     Ok((opened.kind, out[opened.range].to_vec()))
 }
@@ -192,6 +192,23 @@ fn oversized_and_unkeyed_sends_are_refused() {
     let (mut tx, _) = pair(&DataConfig::default(), now);
     assert_eq!(tx.seal(now, ipv4(&[0; MTU + 1]), &mut [0; 2000]), Err(SealError::TooLarge));
     assert_eq!(tx.seal(now, ipv4(&[0; 100]), &mut [0; 116]), Err(SealError::BufferTooSmall));
+}
+
+#[test]
+fn the_mtu_limits_what_is_sent_never_what_is_accepted() {
+    // A dual-stack responder (1435, assuming IPv6 headers) and an IPv4 initiator (1455),
+    // or any two sides configured differently: each takes the other's largest packets.
+    let now = Instant::now();
+    let mut tx = DataPlane::<Classic>::new(DataConfig { max_inner_len: 9000, ..DataConfig::default() });
+    let mut rx = DataPlane::<Classic>::new(DataConfig { max_inner_len: 1280, ..DataConfig::default() });
+    tx.install_send_key(now, key(0, 0)).expect("first");
+    rx.install_recv_key(key(0, 0)).expect("first");
+    let big: Vec<u8> = (0..9000u32).map(|i| i.to_le_bytes()[0]).collect();
+    let datagram = seal(&mut tx, now, ipv4(&big));
+    assert_eq!(open(&mut rx, now, &datagram), Ok((Delivery::Packet { ethertype: 0x0800 }, big)));
+    // What a side sends stays within its own MTU.
+    let (mut small, _) = pair(&DataConfig { max_inner_len: 1280, ..DataConfig::default() }, now);
+    assert_eq!(small.seal(now, ipv4(&[0; 1281]), &mut [0; 2000]), Err(SealError::TooLarge));
 }
 
 fn compressing() -> DataConfig {

@@ -206,3 +206,31 @@ fn a_lower_path_mtu_is_found_and_large_packets_still_pass_unfragmented() {
     assert!(ping(&net.b, INNER_A, payload), "{payload}-byte ping from B lost");
     assert!(ping(&net.a, INNER_B, payload), "{payload}-byte ping from A lost");
 }
+
+#[test]
+fn sides_with_different_mtus_each_use_the_whole_path() {
+    if !require_root("sides_with_different_mtus_each_use_the_whole_path") {
+        return;
+    }
+    // A knows no peer, so its default MTU assumes IPv6 headers (1435); B, with an IPv4
+    // peer, defaults to 1455. Each side's MTU bounds what it sends, not what it accepts.
+    let net = Routed::new();
+    let scratch = Scratch::new();
+    let (_da, _db) = start(&net, &scratch, "");
+    let full = |side: &Netns| status(side.name()).netd.path_mtu;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Path MTUs count IP and UDP headers. B's probes of its full datagram (1455 + 17 + 28:
+    // all a 1500-byte path holds) are acknowledged; A's reach its own maximum, 1435 + 17 + 28.
+    while full(&net.b) != Some(1500) || full(&net.a) != Some(1480) {
+        assert!(Instant::now() < deadline, "path MTU: A {:?}, B {:?}", full(&net.a), full(&net.b));
+        let _ = net.b.ping(INNER_A, 56);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Pings that fill each side's tun MTU pass with fragmentation forbidden.
+    assert!(ping(&net.b, INNER_A, 1455 - 28), "a full-size ping from B was lost");
+    assert!(ping(&net.a, INNER_B, 1435 - 28), "a full-size ping from A was lost");
+    for side in [&net.a, &net.b] {
+        let drops = status(side.name()).netd.drops;
+        assert!(drops.is_empty(), "{} dropped: {drops:?}", side.name());
+    }
+}

@@ -124,7 +124,7 @@ impl DataPeer {
 
 impl Endpoint for DataPeer {
     fn handle_datagram(&mut self, now: Instant, _from: SocketAddr, datagram: &[u8]) {
-        let mut out = vec![0u8; self.plane.max_datagram_len()];
+        let mut out = vec![0u8; DataPlane::<Classic>::OPEN_BUFFER_LEN];
         if let Ok(opened) = self.plane.open(now, datagram, &mut out) {
             let inner = &out[opened.range];
             match opened.kind {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use yavipin_ipc::KeydToNetd;
 use yavipin_keyd::{KeyDaemon, KeydConfig};
-use yavipin_netd::{SendError, Tunnel, TunnelConfig, TunnelEvent};
+use yavipin_netd::{Classic, DataPlane, SendError, Tunnel, TunnelConfig, TunnelEvent};
 use yavipin_proto::Random;
 use yavipin_proto::keys::Psk;
 
@@ -113,7 +113,8 @@ impl Node {
         let mut psk = config.psk;
         let keyd = KeyDaemon::new(config.keyd, key_id, Psk::new(&mut psk), SimRandom::new(config.seed ^ 0x6b65_7964));
         let tunnel = Tunnel::new(now, config.tunnel, SimRandom::new(config.seed));
-        let buf = vec![0; tunnel.max_datagram_len()];
+        // Room for anything the peer sends; sealing needs less.
+        let buf = vec![0; DataPlane::<Classic>::OPEN_BUFFER_LEN.max(tunnel.max_datagram_len())];
         let mut node = Self {
             tunnel,
             keyd,
