@@ -12,7 +12,7 @@
 //! Diffie-Hellman renewal (60 s) and a chain step that does not coincide with it, so the
 //! longest tests take 75 to 100 s; they run in parallel with the others.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -35,7 +35,10 @@ use yavipin_tests::attacker::{
     Capture, Captured, Injector, Noise, build_udp, is_icmp, memory_contains, memory_find, parse_udp, rx_packets,
     set_udp_checksum, udp_counter, udp_socket, vm_rss_kib, worker,
 };
-use yavipin_tests::netns::{A_ADDR, B_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, eventually, require_root};
+use yavipin_tests::netns::{
+    A_ADDR, B_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, eventually, hex, k_auth, random_key, release_binary,
+    require_root, target_dir,
+};
 
 const UP_TIMEOUT: Duration = Duration::from_secs(20);
 const PORT: u16 = 5555;
@@ -57,27 +60,6 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 // Binaries and keys -------------------------------------------------------------------
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
-}
-
-fn release_binary() -> PathBuf {
-    let path = target_dir().join("release/yavipind");
-    assert!(
-        path.exists(),
-        "{} is missing: the attack tests run the release build; `cargo build --release -p yavipin-parent` (./test.sh does it)",
-        path.display()
-    );
-    path
-}
-
-fn release_tool() -> PathBuf {
-    let tool = release_binary().with_file_name("yavipin");
-    assert!(tool.exists(), "{} is missing: `cargo build --release -p yavipin-cli` (./test.sh does it)", tool.display());
-    tool
-}
-
 /// The release build with netd's test-only key log, in its own target directory so that
 /// it never replaces the normal binary. Built on first use (cargo does nothing when it is
 /// up to date).
@@ -98,30 +80,8 @@ fn keylog_binary() -> &'static Path {
     })
 }
 
-fn random_key() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).expect("urandom");
-    key
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
-}
-
-/// `K_auth` as docs/PROTOCOL.md section 3 defines it: what keyd keeps of the PSK.
-fn k_auth(psk: &[u8; 32]) -> [u8; 32] {
-    let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"yavipin v1 psk"), psk);
-    let mut key = [0u8; 32];
-    kdf.expand(b"auth", &mut key).expect("valid length");
-    key
 }
 
 /// Events per second, for reports.
@@ -179,7 +139,7 @@ struct Pair {
 
 impl Pair {
     fn start(timers: Timers) -> Self {
-        Self::start_with(&release_binary(), timers)
+        Self::start_with(&release_binary("yavipind"), timers)
     }
 
     fn start_with(binary: &Path, timers: Timers) -> Self {
@@ -239,7 +199,10 @@ impl Pair {
 fn status(device: &str) -> TunnelStatus {
     let mut last = None;
     for _ in 0..10 {
-        let out = Command::new(release_tool()).args(["show", device, "--json"]).output().expect("run yavipin show");
+        let out = Command::new(release_binary("yavipin"))
+            .args(["show", device, "--json"])
+            .output()
+            .expect("run yavipin show");
         if out.status.success()
             && let Ok(status) = serde_json::from_slice(&out.stdout)
         {
@@ -909,7 +872,7 @@ fn a_daemon_with_another_key_in_the_middle_establishes_nothing() {
     if !require_root("a_daemon_with_another_key_in_the_middle_establishes_nothing") {
         return;
     }
-    let binary = release_binary();
+    let binary = release_binary("yavipind");
     let net = Routed::new();
     let scratch = Scratch::new();
     let key_file = scratch.write("tunnel.key", &format!("{}\n", hex(&random_key())), 0o600);
@@ -1123,7 +1086,7 @@ fn local_users_can_neither_read_the_key_nor_trace_the_workers_and_only_the_group
     }
 
     // The control socket: refused outside the group, served inside it.
-    let tool = release_tool();
+    let tool = release_binary("yavipin");
     let tool = tool.to_str().expect("utf-8");
     let outside = as_user(NOBODY, NOBODY, &[], tool, &["show", pair.dev_a()]);
     assert!(denied(&outside), "a user outside the group asked for status: {outside:?}");
@@ -1197,7 +1160,7 @@ impl HostileNetd {
         for fd in &theirs {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("fcntl");
         }
-        let mut child = Command::new(release_binary())
+        let mut child = Command::new(release_binary("yavipind"))
             .args(["--role", "keyd", "--user", "yavipin"])
             .args(theirs.iter().flat_map(|fd| ["--channel".to_owned(), fd.as_raw_fd().to_string()]))
             .env_clear()
@@ -1781,7 +1744,7 @@ fn the_normal_build_has_no_key_log() {
         return;
     }
     let marker = b"TEST-KEYLOG";
-    let normal = std::fs::read(release_binary()).expect("read the release binary");
+    let normal = std::fs::read(release_binary("yavipind")).expect("read the release binary");
     assert!(!contains(&normal, marker), "the release binary contains the test key log");
     // The control: the key-log build has it, so the search would find it.
     let keylog = std::fs::read(keylog_binary()).expect("read the key-log binary");

@@ -4,41 +4,16 @@
 //! and small enough for keyd to lock all its memory under the default 8 MiB
 //! `RLIMIT_MEMLOCK`. `./test.sh` builds it first. Without root they are skipped, loudly.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use yavipin_tests::netns::{Daemon, Netns, Scratch, require_root, veth};
+use yavipin_tests::attacker::memory_contains;
+use yavipin_tests::netns::{Daemon, Netns, Scratch, hex, k_auth, random_key, release_binary, require_root, veth};
 
 const UP_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn release_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
-    let path = target.join("release/yavipind");
-    assert!(
-        path.exists(),
-        "{} is missing: the end-to-end tests run the release build; `cargo build --release -p yavipin-parent` (./test.sh does it)",
-        path.display()
-    );
-    path
-}
-
-fn random_key() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).expect("urandom");
-    key
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
 
 /// Two hosts, each running yavipind; `b` initiates towards `a`.
 struct Pair {
@@ -74,7 +49,7 @@ fn config(device: &str, key_file: &Path, inner: (&str, &str), listen: &str, peer
 
 impl Pair {
     fn start(ipv6_underlay: bool) -> Self {
-        let binary = release_binary();
+        let binary = release_binary("yavipind");
         let (a, b) = (Netns::new("yva"), Netns::new("yvb"));
         let (peer_a, listen) = if ipv6_underlay {
             veth(&a, &["fd18::1/64"], &b, &["fd18::2/64"]);
@@ -243,37 +218,6 @@ fn assert_cannot_trace(pid: u32, uid: u32, gid: u32) {
     let _ = victim.wait();
 }
 
-/// Whether `needle` appears in any readable mapping of process `pid`.
-fn memory_contains(pid: u32, needle: &[u8]) -> bool {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem");
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
-        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
-            continue;
-        }
-        let (start, end) = range.split_once('-').expect("range");
-        let (start, end) = (u64::from_str_radix(start, 16).expect("hex"), u64::from_str_radix(end, 16).expect("hex"));
-        let mut region = vec![0u8; usize::try_from(end - start).expect("size")];
-        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut region).is_err() {
-            continue;
-        }
-        if region.windows(needle.len()).any(|w| w == needle) {
-            return true;
-        }
-    }
-    false
-}
-
-/// `K_auth` as docs/PROTOCOL.md section 3 defines it: what keyd keeps of the PSK.
-fn k_auth(psk: &[u8; 32]) -> [u8; 32] {
-    let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"yavipin v1 psk"), psk);
-    let mut key = [0u8; 32];
-    kdf.expand(b"auth", &mut key).expect("valid length");
-    key
-}
-
 #[test]
 fn only_keyd_holds_the_key() {
     if !require_root("only_keyd_holds_the_key") {
@@ -285,19 +229,20 @@ fn only_keyd_holds_the_key() {
     for pid in pair.daemon_a.workers() {
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
         if cmdline.contains("netd") {
-            assert!(!memory_contains(pid, &pair.key), "the PSK is in netd's memory");
-            assert!(!memory_contains(pid, &auth), "K_auth is in netd's memory");
+            assert!(!memory_contains(pid, &[&pair.key])[0], "the PSK is in netd's memory");
+            assert!(!memory_contains(pid, &[&auth])[0], "K_auth is in netd's memory");
         } else {
             // The positive control: the scan finds keyd's authentication key.
-            assert!(memory_contains(pid, &auth), "K_auth not found in keyd: the scan cannot be trusted");
+            assert!(memory_contains(pid, &[&auth])[0], "K_auth not found in keyd: the scan cannot be trusted");
         }
     }
     // The parent handed the PSK to keyd and erased its own copies.
-    assert!(!memory_contains(pair.daemon_a.pid(), &pair.key), "the PSK stayed in the parent's memory");
+    assert!(!memory_contains(pair.daemon_a.pid(), &[&pair.key])[0], "the PSK stayed in the parent's memory");
 }
 
 fn check(config: &Path) -> (i32, String) {
-    let out = Command::new(release_binary()).arg("--check").arg("-c").arg(config).output().expect("run yavipind");
+    let out =
+        Command::new(release_binary("yavipind")).arg("--check").arg("-c").arg(config).output().expect("run yavipind");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("panicked"), "{text}");
     (out.status.code().unwrap_or(-1), text)
@@ -333,19 +278,17 @@ fn bad_configurations_and_key_files_are_refused_clearly() {
         assert!(text.contains(expected), "{}: expected {expected:?} in {text}", file.display());
     }
     // Starting (not just checking) with a bad key fails the same way, before any device exists.
-    let out = Command::new(release_binary()).arg("-c").arg(with_key("again.toml", &open_key)).output().expect("run");
+    let out = Command::new(release_binary("yavipind"))
+        .arg("-c")
+        .arg(with_key("again.toml", &open_key))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mode 0644"));
 }
 
-fn release_tool() -> PathBuf {
-    let tool = release_binary().with_file_name("yavipin");
-    assert!(tool.exists(), "{} is missing: `cargo build --release -p yavipin-cli` (./test.sh does it)", tool.display());
-    tool
-}
-
 fn show(device: &str, json: bool) -> std::process::Output {
-    let mut command = Command::new(release_tool());
+    let mut command = Command::new(release_binary("yavipin"));
     command.arg("show").arg(device);
     if json {
         command.arg("--json");
@@ -406,7 +349,8 @@ fn the_control_socket_is_private_and_robust() {
     assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, yavipin_ids().1, 0o660));
 
     // Another user, not in the group, cannot connect.
-    let out = Command::new(release_tool()).args(["show", device]).uid(65534).gid(65534).output().expect("run");
+    let out =
+        Command::new(release_binary("yavipin")).args(["show", device]).uid(65534).gid(65534).output().expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
 

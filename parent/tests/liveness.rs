@@ -2,23 +2,13 @@
 //! translates addresses with a short UDP timeout, or lowers the MTU. Release binary, root
 //! only (skipped loudly otherwise), as in `e2e.rs`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use yavipin_parent::control::TunnelStatus;
-use yavipin_tests::netns::{A_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, require_root};
-
-fn release_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
-    let dir = target.join("release");
-    assert!(
-        dir.join("yavipind").exists() && dir.join("yavipin").exists(),
-        "build the release binaries first (./test.sh does)"
-    );
-    dir
-}
+use yavipin_tests::netns::{
+    A_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, hex, random_key, release_binary, require_root,
+};
 
 /// Runs the nftables `rules` on the router.
 fn nft(net: &Routed, rules: &str) {
@@ -44,18 +34,8 @@ const INNER_B: &str = "10.98.0.2";
 /// Starts A (responder) and B (initiator towards A) with `extra` appended to both
 /// configurations; IPv4 inside only, so the tun MTU may follow the path below 1280.
 fn start(net: &Routed, scratch: &Scratch, extra: &str) -> (Daemon, Daemon) {
-    let bin = release_dir().join("yavipind");
-    let key: String = {
-        let mut key = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
-            .expect("urandom");
-        key.iter().fold(String::new(), |mut hex, b| {
-            use std::fmt::Write;
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-    };
+    let bin = release_binary("yavipind");
+    let key = hex(&random_key());
     let key_file = scratch.write("k", &format!("{key}\n"), 0o600);
     let config = |device: &str, inner: &str, peer: &str| {
         format!(
@@ -74,7 +54,7 @@ fn start(net: &Routed, scratch: &Scratch, extra: &str) -> (Daemon, Daemon) {
 }
 
 fn status(device: &str) -> TunnelStatus {
-    let out = Command::new(release_dir().join("yavipin")).args(["show", device, "--json"]).output().expect("show");
+    let out = Command::new(release_binary("yavipin")).args(["show", device, "--json"]).output().expect("show");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("status json")
 }

@@ -14,6 +14,49 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+/// The workspace's target directory (`CARGO_TARGET_DIR`, or `target/`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
+}
+
+/// A release binary, `yavipind` or `yavipin`: the end-to-end tests run what users run
+/// (`panic = "abort"`, and small enough for keyd to lock all its memory under the default
+/// 8 MiB `RLIMIT_MEMLOCK`). `./test.sh` builds them first.
+pub fn release_binary(name: &str) -> PathBuf {
+    let path = target_dir().join("release").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: the end-to-end tests run the release build; `cargo build --release -p yavipin-parent -p yavipin-cli` (./test.sh does it)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh pre-shared key.
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("random key");
+    key
+}
+
+/// Lowercase hexadecimal, as key files hold keys.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
+}
+
+/// `K_auth` as docs/PROTOCOL.md section 3 defines it: what keyd keeps of the PSK.
+pub fn k_auth(psk: &[u8; 32]) -> [u8; 32] {
+    let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"yavipin v1 psk"), psk);
+    let mut key = [0u8; 32];
+    kdf.expand(b"auth", &mut key).expect("valid length");
+    key
+}
+
 /// True when running as root; otherwise prints why the calling test is skipped.
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
