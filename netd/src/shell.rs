@@ -194,7 +194,10 @@ fn event_loop(
     loop {
         flush(tunnel, &io, keyd)?;
         events(tunnel, parent)?;
-        drops.report(tunnel, Instant::now());
+        let now = Instant::now();
+        if let Some(line) = drops.report(now, || status::snapshot(tunnel, now).drops) {
+            log::info!("{line}");
+        }
 
         let timeout = match tunnel.poll_timeout() {
             Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
@@ -271,12 +274,14 @@ impl DropReport {
         Self { next: now + DROP_REPORT_INTERVAL, reported: Vec::new() }
     }
 
-    fn report(&mut self, tunnel: &Tunnel<OsRandom>, now: Instant) {
+    /// The log line due at `now`, if an interval has passed since the last one and
+    /// something was dropped meanwhile. `drops` (counts by reason) is read only then.
+    fn report(&mut self, now: Instant, drops: impl FnOnce() -> Vec<(String, u64)>) -> Option<String> {
         if now < self.next {
-            return;
+            return None;
         }
         self.next = now + DROP_REPORT_INTERVAL;
-        let drops = status::snapshot(tunnel, now).drops;
+        let drops = drops();
         let new: Vec<String> = drops
             .iter()
             .filter_map(|(reason, count)| {
@@ -284,10 +289,9 @@ impl DropReport {
                 (*count > before).then(|| format!("{reason} {}", count - before))
             })
             .collect();
-        if !new.is_empty() {
-            log::info!("dropped in the last {} s: {}", DROP_REPORT_INTERVAL.as_secs(), new.join(", "));
-        }
         self.reported = drops;
+        (!new.is_empty())
+            .then(|| format!("dropped in the last {} s: {}", DROP_REPORT_INTERVAL.as_secs(), new.join(", ")))
     }
 }
 
@@ -373,4 +377,45 @@ fn read_tun(tunnel: &mut Tunnel<OsRandom>, io: &mut Io, now: Instant) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+        list.iter().map(|(reason, n)| ((*reason).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn drops_are_logged_at_most_once_per_interval_and_only_what_is_new() {
+        let t0 = Instant::now();
+        let mut report = DropReport::new(t0);
+        let second = Duration::from_secs(1);
+        // A flood: the counters grow all the time, one line per 10 s at the most.
+        let mut lines = Vec::new();
+        for s in 0..=35u64 {
+            let flood = counts(&[("data/bad-mac", 1000 * s), ("data/too-short", s)]);
+            if let Some(line) = report.report(t0 + second * u32::try_from(s).expect("small"), || flood) {
+                lines.push((s, line));
+            }
+        }
+        assert_eq!(
+            lines,
+            [
+                (10, "dropped in the last 10 s: data/bad-mac 10000, data/too-short 10".to_owned()),
+                (20, "dropped in the last 10 s: data/bad-mac 10000, data/too-short 10".to_owned()),
+                (30, "dropped in the last 10 s: data/bad-mac 10000, data/too-short 10".to_owned()),
+            ]
+        );
+        // Nothing new: no line. Then one reason moves: only it is named.
+        assert_eq!(
+            report.report(t0 + second * 40, || counts(&[("data/bad-mac", 30_000), ("data/too-short", 30)])),
+            None
+        );
+        let line = report.report(t0 + second * 50, || counts(&[("data/bad-mac", 30_000), ("data/too-short", 31)]));
+        assert_eq!(line.as_deref(), Some("dropped in the last 10 s: data/too-short 1"));
+        // Between reports the counters are not even read.
+        assert_eq!(report.report(t0 + second * 55, || unreachable!("read between reports")), None);
+    }
 }
