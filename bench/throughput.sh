@@ -9,7 +9,8 @@
 #
 # Usage, as root: bench/throughput.sh [SECONDS_PER_RUN] [ROUNDS]   (defaults 10 and 3)
 # Needs iperf3, wireguard-tools, wireguard-go and openvpn (installed with apt-get if
-# missing). Prints one line per run and the median per tunnel and direction.
+# missing). Prints one line per run, the median per tunnel and direction, and the resident
+# memory of both sides' processes (yavipind: parent, netd and keyd) after the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -146,6 +147,17 @@ measure() {
     wait "$server" || true
 }
 
+# Resident memory, in KiB, of process $1 and its children (yavipind's workers).
+rss_kib() {
+    local pid=$1 total children child
+    total=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    read -r -a children <"/proc/$pid/task/$pid/children" || true
+    for child in "${children[@]}"; do
+        total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status")))
+    done
+    echo "$total"
+}
+
 median() {
     sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
@@ -168,6 +180,13 @@ for tunnel in plain yavipin wireguard-go openvpn-bf; do
             echo "$tunnel $direction $mbits" >>"$results"
         done
     done
+    # Both sides' processes, after the load: what the tunnel costs in memory.
+    if [ "${#pids[@]}" -gt 0 ]; then
+        memory=0
+        for pid in "${pids[@]}"; do memory=$((memory + $(rss_kib "$pid"))); done
+        echo "$tunnel memory $memory" >>"$results"
+        echo "$tunnel: resident memory of both sides after the runs: $memory KiB"
+    fi
     stop_tunnel
 done
 
@@ -177,5 +196,7 @@ for tunnel in plain yavipin wireguard-go openvpn-bf; do
     for direction in b-to-a a-to-b; do
         line="$line $direction $(awk -v t="$tunnel" -v d="$direction" '$1 == t && $2 == d { print $3 }' "$results" | median)"
     done
+    memory=$(awk -v t="$tunnel" '$1 == t && $2 == "memory" { print $3 }' "$results")
+    [ -n "$memory" ] && line="$line memory-kib $memory"
     echo "$line"
 done

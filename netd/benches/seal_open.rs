@@ -6,6 +6,8 @@
 //!   Blowfish-CFB64 encryption under a fixed IV, HMAC-MD5 over a 5-byte header and the
 //!   ciphertext, constant-time check of the 12-byte tag, CFB decryption.
 //!
+//! - `primitives/*/1400`: Blowfish-CFB64 encryption, its decryption, and HMAC-MD5 apart.
+//!
 //! `core / ceiling` is the share of the crypto ceiling the core keeps.
 //!
 //! Run with `cargo bench -p yavipin-netd --bench seal_open`.
@@ -115,6 +117,39 @@ fn ceiling(c: &mut Criterion, size: usize) {
     group.finish();
 }
 
+/// The three primitives apart, on a full-size packet: which one bounds the suite, and how
+/// much CFB decryption (whose block encryptions are independent) gains over encryption
+/// (a chain).
+fn primitives(c: &mut Criterion) {
+    const SIZE: usize = 1400;
+    let mut group = c.benchmark_group("primitives");
+    let cipher = Blowfish::new_from_slice(&[0x11; 16]).expect("16-byte key");
+    let mac = Hmac::<Md5>::new_from_slice(&[0x22; 16]).expect("any key length");
+    let iv = Block::<Blowfish>::from([0x33; 8]);
+    let mut buf = payload(SIZE);
+    let mut out = vec![0u8; SIZE];
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    group.bench_function(BenchmarkId::new("blowfish-cfb64-encrypt", SIZE), |b| {
+        b.iter(|| Encryptor::<&Blowfish>::inner_iv_init(&cipher, &iv).encrypt(black_box(&mut buf)));
+    });
+    group.bench_function(BenchmarkId::new("blowfish-cfb64-decrypt", SIZE), |b| {
+        b.iter(|| {
+            Decryptor::<&Blowfish>::inner_iv_init(&cipher, &iv)
+                .decrypt_b2b(black_box(&buf), &mut out)
+                .expect("lengths");
+            black_box(&out);
+        });
+    });
+    group.bench_function(BenchmarkId::new("hmac-md5", SIZE), |b| {
+        b.iter(|| {
+            let mut m = mac.clone();
+            m.update(black_box(&buf));
+            black_box(m.finalize().into_bytes());
+        });
+    });
+    group.finish();
+}
+
 /// Core and ceiling run back to back at each size, so that both see the same machine
 /// conditions (on a shared machine, throughput drifts by several percent over a minute).
 fn seal_open(c: &mut Criterion) {
@@ -127,6 +162,6 @@ fn seal_open(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(5));
-    targets = seal_open
+    targets = seal_open, primitives
 }
 criterion_main!(benches);
