@@ -6,7 +6,7 @@
 //! or traced. Then one poll loop: netd's requests in, answers out, timers. A request keyd's
 //! state does not allow ends the process: netd is broken or compromised.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -16,16 +16,16 @@ use yavipin_ipc::control::{KeydStatus, KeydToParent, ParentToKeyd};
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError};
 use yavipin_proto::OsRandom;
 use yavipin_proto::handshake::Group;
-use yavipin_sandbox::{JailError, JailSpec, Role};
+use yavipin_sandbox::{Role, StartError};
 
 use crate::daemon::{KeyDaemon, KeydConfig, KeydError};
 
 /// Why keyd stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
-    /// The jail failed: the process must not go on.
+    /// The channels were wrong or the jail failed: the process must not go on.
     #[error(transparent)]
-    Jail(#[from] JailError),
+    Start(#[from] StartError),
     /// A channel failed or carried a bad frame.
     #[error("{peer} channel: {source}")]
     Channel {
@@ -47,11 +47,7 @@ pub enum ShellError {
 
 /// Runs keyd on `channels` = [to parent, to netd] as `user`.
 pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
-    let [parent, netd]: [OwnedFd; 2] =
-        channels.try_into().map_err(|c: Vec<_>| ShellError::BadInit(format!("{} channels, expected 2", c.len())))?;
-    let mut spec = JailSpec::new(&[parent.as_raw_fd(), netd.as_raw_fd()]);
-    user.clone_into(&mut spec.user);
-    let jailed = yavipin_sandbox::jail(Role::Keyd, &spec)?;
+    let (jailed, [parent, netd]) = yavipin_sandbox::jail_worker(Role::Keyd, channels, user)?;
 
     let mut parent = Channel::new(parent, Ancillary::None);
     let mut netd = Channel::new(netd, Ancillary::None);

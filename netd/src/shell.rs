@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -19,7 +19,7 @@ use yavipin_ipc::control::{NetdInit, NetdToParent, ParentToNetd};
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError};
 use yavipin_proto::OsRandom;
 use yavipin_proto::handshake::Group;
-use yavipin_sandbox::{JailError, JailSpec, Role};
+use yavipin_sandbox::{Role, StartError};
 
 use crate::dataplane::{DataConfig, DataPlane};
 use crate::handshake::HandshakeConfig;
@@ -38,9 +38,9 @@ const MAX_PACKET: usize = 65_535;
 /// Why netd stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
-    /// The jail failed: the process must not go on.
+    /// The channels were wrong or the jail failed: the process must not go on.
     #[error(transparent)]
-    Jail(#[from] JailError),
+    Start(#[from] StartError),
     /// A channel failed or carried a bad frame.
     #[error("{peer} channel: {source}")]
     Channel {
@@ -65,11 +65,7 @@ pub enum ShellError {
 
 /// Runs netd on `channels` = [to parent, to keyd] as `user`.
 pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
-    let [parent, keyd]: [OwnedFd; 2] =
-        channels.try_into().map_err(|c: Vec<_>| ShellError::BadInit(format!("{} channels, expected 2", c.len())))?;
-    let mut spec = JailSpec::new(&[parent.as_raw_fd(), keyd.as_raw_fd()]);
-    user.clone_into(&mut spec.user);
-    let jailed = yavipin_sandbox::jail(Role::Netd, &spec)?;
+    let (jailed, [parent, keyd]) = yavipin_sandbox::jail_worker(Role::Netd, channels, user)?;
 
     let mut parent = Channel::new(parent, Ancillary::Descriptors);
     let mut keyd = Channel::new(keyd, Ancillary::None);

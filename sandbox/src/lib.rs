@@ -97,7 +97,7 @@ mod root;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -209,6 +209,28 @@ pub fn lookup_user(name: &str) -> Result<(Uid, Gid), Cause> {
     Ok((user.uid, user.gid))
 }
 
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The parent handed over another number of channels than two.
+    #[error("{0} channels, expected 2")]
+    Channels(usize),
+    /// The jail failed: the process must not go on.
+    #[error(transparent)]
+    Jail(#[from] JailError),
+}
+
+/// Starts a worker: checks that it was given exactly its two channels, [to the parent, to
+/// the other worker], jails it as `role` running as `user` with them as its only
+/// descriptors besides 0, 1 and 2 (see [`jail`]), and returns them with the proof.
+pub fn jail_worker(role: Role, channels: Vec<OwnedFd>, user: &str) -> Result<(Jailed, [OwnedFd; 2]), StartError> {
+    let channels: [OwnedFd; 2] = channels.try_into().map_err(|c: Vec<_>| StartError::Channels(c.len()))?;
+    let mut spec = JailSpec::new(&[channels[0].as_raw_fd(), channels[1].as_raw_fd()]);
+    user.clone_into(&mut spec.user);
+    let jailed = jail(role, &spec)?;
+    Ok((jailed, channels))
+}
+
 /// Jails the calling worker process as `role`, in the order documented at the crate root.
 ///
 /// Call it first thing in the worker's `main`, while the process is root and single-threaded
@@ -314,7 +336,7 @@ fn applied(state: nix::Result<bool>, what: &'static str) -> Result<(), Cause> {
 fn open_fds() -> Result<BTreeSet<RawFd>, Cause> {
     let mut dir = Dir::open("/proc/self/fd", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys("open /proc/self/fd"))?;
-    let own = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let own = dir.as_raw_fd();
     let mut fds = BTreeSet::new();
     for entry in dir.iter() {
         let entry = entry.map_err(sys("read /proc/self/fd"))?;
@@ -497,6 +519,17 @@ fn protect_memory(role: Role, memlock_bytes: u64) -> Result<(), Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_refuses_to_start_without_exactly_two_channels() {
+        // Refused before the jail begins: nothing in this process changes.
+        let one = vec![OwnedFd::from(fs::File::open("/dev/null").expect("/dev/null"))];
+        for (channels, count) in [(Vec::new(), 0), (one, 1)] {
+            let error = jail_worker(Role::Netd, channels, DEFAULT_USER).expect_err("refused");
+            assert!(matches!(error, StartError::Channels(n) if n == count), "{error}");
+            assert_eq!(error.to_string(), format!("{count} channels, expected 2"));
+        }
+    }
 
     /// The steps in the order `names` first mentions them.
     fn order(names: impl Iterator<Item = String>) -> Vec<String> {
