@@ -289,8 +289,27 @@ impl Daemon {
     }
 }
 
+/// How long a daemon has to stop on SIGTERM when its test ends before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 impl Drop for Daemon {
+    /// Stops the daemon as an operator would, so that it removes its control socket and
+    /// tun device; kills it if it does not exit within [`STOP_GRACE`].
     fn drop(&mut self) {
+        // Not yet reaped, so the pid is still this child's (a zombie keeps it too).
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
