@@ -35,8 +35,8 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use yavipin_fuzz::ops::keyd_requests::{DhChoice, EpochChoice, NonceChoice, Op};
 use yavipin_fuzz::{
-    Clock, KEY_ID, PSK, SeededRandom, Session, contains, decode_ops, initiator_auth, k_auth, renderings,
-    responder_auth, traffic_secret, transcript,
+    Clock, KEY_ID, PSK, Session, contains, decode_ops, initiator_auth, k_auth, renderings, responder_auth,
+    traffic_secret, transcript,
 };
 use yavipin_ipc::{KeydToNetd, NetdToKeyd};
 use yavipin_keyd::{KeyDaemon, KeydConfig, KeydError};
@@ -44,6 +44,7 @@ use yavipin_proto::handshake::{
     Cookie, Group, InitiatorAuth, MAC_LEN, NONCE_LEN, Nonce, PARAMS_LEN, Params, ResponderAuth,
 };
 use yavipin_proto::keys::Psk;
+use yavipin_proto::rng::Seeded;
 use yavipin_proto::{Epoch, EpochKey};
 
 const MAX_OPS: usize = 40;
@@ -55,8 +56,8 @@ const COOKIE: Cookie = [0xc0; 16];
 
 struct Harness {
     clock: Clock,
-    keyd: KeyDaemon<SeededRandom>,
-    peer: KeyDaemon<SeededRandom>,
+    keyd: KeyDaemon<Seeded>,
+    peer: KeyDaemon<Seeded>,
     peer_seed: u64,
     params: Params,
     k_auth: [u8; 32],
@@ -79,9 +80,9 @@ struct Harness {
     stopped: bool,
 }
 
-fn daemon(seed: u64) -> KeyDaemon<SeededRandom> {
+fn daemon(seed: u64) -> KeyDaemon<Seeded> {
     let mut psk = PSK;
-    KeyDaemon::new(KeydConfig::default(), KEY_ID, Psk::new(&mut psk), SeededRandom::new(seed))
+    KeyDaemon::new(KeydConfig::default(), KEY_ID, Psk::new(&mut psk), Seeded::new(seed))
 }
 
 fn flip(mut message: Vec<u8>, flips: &[(u16, u8)]) -> Vec<u8> {

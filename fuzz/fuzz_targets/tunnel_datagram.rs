@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use yavipin_fuzz::ops::tunnel_datagram::Op;
-use yavipin_fuzz::{Clock, KEY_ID, SeededRandom, decode_ops, input_salt};
+use yavipin_fuzz::{Clock, KEY_ID, decode_ops, input_salt};
 use yavipin_ipc::NetdToKeyd;
 use yavipin_netd::{HandshakeConfig, HandshakeDrop, Tunnel, TunnelConfig};
 use yavipin_proto::Epoch;
@@ -38,6 +38,7 @@ use yavipin_proto::handshake::{
     ResponderAuth,
 };
 use yavipin_proto::msg_type;
+use yavipin_proto::rng::Seeded;
 
 const MAX_OPS: usize = 48;
 const GROUP: Group = Group::Modp2048;
@@ -82,7 +83,7 @@ struct Issued {
 
 /// What the harness knows of one tunnel.
 struct Side {
-    tunnel: Tunnel<SeededRandom>,
+    tunnel: Tunnel<Seeded>,
     issued: Vec<Issued>,
     redeemed: HashSet<Cookie>,
     /// The initiation under way (initiating tunnel only): its nonce, and whether keyd was
@@ -101,7 +102,7 @@ struct Harness {
 }
 
 /// Everything a tunnel counts for incoming datagrams.
-fn accounted(tunnel: &Tunnel<SeededRandom>) -> u64 {
+fn accounted(tunnel: &Tunnel<Seeded>) -> u64 {
     let hs = tunnel.handshake().counters();
     tunnel.data().counters().dropped_total() + hs.dropped_total() + hs.cookie_replies + hs.forwarded
 }
@@ -114,12 +115,12 @@ impl Harness {
         let responder = Tunnel::new(
             now,
             TunnelConfig::new(HandshakeConfig::new(RESPONDER, GROUP, KEY_ID), None),
-            SeededRandom::new(1 ^ salt),
+            Seeded::new(1 ^ salt),
         );
         let initiator = Tunnel::new(
             now,
             TunnelConfig::new(HandshakeConfig::new(INITIATOR, GROUP, KEY_ID), Some(RESPONDER)),
-            SeededRandom::new(2 ^ salt),
+            Seeded::new(2 ^ salt),
         );
         let side =
             |tunnel| Side { tunnel, issued: Vec::new(), redeemed: HashSet::new(), own: None, built: HashSet::new() };

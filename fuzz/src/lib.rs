@@ -1,4 +1,4 @@
-//! Pieces shared by the fuzz targets: a seeded generator for the cores' randomness, the
+//! Pieces shared by the fuzz targets (the cores' randomness is `yavipin_proto::rng::Seeded`): the
 //! pre-shared key the targets load, independent computations of what the key schedule
 //! derives from it, and the scanner that looks for secret bytes in anything a core outputs.
 //!
@@ -13,31 +13,7 @@ use std::time::{Duration, Instant};
 
 use hkdf::Hkdf;
 use sha2::Sha256;
-use yavipin_proto::{Epoch, EpochKey, Random, TrafficSecret};
-
-/// splitmix64: reproducible, fast, not for keys.
-#[derive(Debug, Clone)]
-pub struct SeededRandom(u64);
-
-impl SeededRandom {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-}
-
-impl Random for SeededRandom {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
+use yavipin_proto::{Epoch, EpochKey, TrafficSecret};
 
 /// The pre-shared key the keyd target loads: 32 distinct bytes, so that any run of them in
 /// an output is unmistakable.

@@ -639,8 +639,8 @@ impl<R: Random> KeyDaemon<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TestRandom;
     use yavipin_proto::handshake::INITIATOR_AUTH_FIXED_LEN;
+    use yavipin_proto::rng::Seeded;
 
     const PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 1), 4000));
     const COOKIE: Cookie = [0xc0; 16];
@@ -649,8 +649,8 @@ mod tests {
         Psk::new(&mut [byte; 32])
     }
 
-    fn daemon(seed: u64, psk_byte: u8) -> KeyDaemon<TestRandom> {
-        KeyDaemon::new(KeydConfig::default(), 1, psk(psk_byte), TestRandom(seed))
+    fn daemon(seed: u64, psk_byte: u8) -> KeyDaemon<Seeded> {
+        KeyDaemon::new(KeydConfig::default(), 1, psk(psk_byte), Seeded::new(seed))
     }
 
     fn drain<R: Random>(d: &mut KeyDaemon<R>) -> Vec<KeydToNetd> {
@@ -669,7 +669,7 @@ mod tests {
         r2i: EpochKey,
     }
 
-    fn build(a: &mut KeyDaemon<TestRandom>, now: Instant, ni: Nonce) -> Vec<u8> {
+    fn build(a: &mut KeyDaemon<Seeded>, now: Instant, ni: Nonce) -> Vec<u8> {
         a.handle_netd(now, NetdToKeyd::BuildInitiatorAuth { ni, cookie: COOKIE }).expect("allowed");
         match drain(a).as_slice() {
             [KeydToNetd::SendInitiatorAuth { ni: n, message }] if *n == ni => message.clone(),
@@ -678,7 +678,7 @@ mod tests {
     }
 
     fn receive_initiator_auth(
-        b: &mut KeyDaemon<TestRandom>,
+        b: &mut KeyDaemon<Seeded>,
         now: Instant,
         message: &[u8],
         silent: bool,
@@ -692,7 +692,7 @@ mod tests {
     }
 
     /// Runs a whole handshake, `a` initiating, and checks both ends hold matching keys.
-    fn handshake(a: &mut KeyDaemon<TestRandom>, b: &mut KeyDaemon<TestRandom>, now: Instant, ni: Nonce) -> Established {
+    fn handshake(a: &mut KeyDaemon<Seeded>, b: &mut KeyDaemon<Seeded>, now: Instant, ni: Nonce) -> Established {
         let init = build(a, now, ni);
         let mut out = receive_initiator_auth(b, now, &init, false).into_iter();
         let Some(KeydToNetd::SendResponderAuth { message, recv_key: b_recv0, peer, .. }) = out.next() else {

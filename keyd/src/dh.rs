@@ -208,7 +208,7 @@ impl Dh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TestRandom;
+    use yavipin_proto::rng::Seeded;
 
     /// `floor(2^bits · π)`, from Machin's formula `π = 16·atan(1/5) − 4·atan(1/239)` in
     /// fixed point with 64 guard bits: an independent derivation of the RFC constants.
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn both_sides_agree_and_count_exponentiations() {
         for group in Group::ALL {
-            let mut rng = TestRandom(0x1234_5678_9abc_def0);
+            let mut rng = Seeded::new(0x1234_5678_9abc_def0);
             let (mut alice, mut bob) = (Dh::new(group), Dh::new(group));
             let (a, a_pub) = alice.generate(&mut rng);
             let (b, b_pub) = bob.generate(&mut rng);
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn exponents_are_full_length() {
-        let mut rng = TestRandom(7);
+        let mut rng = Seeded::new(7);
         let mut dh = Dh::new(Group::Modp2048);
         let (private, _) = dh.generate(&mut rng);
         assert_eq!(BigUint::from_bytes_be(&private.exponent[..]).bits(), EXPONENT_BITS as u64);
@@ -314,7 +314,7 @@ mod tests {
                 out
             };
             let mut dh = Dh::new(group);
-            let mut rng = TestRandom(99);
+            let mut rng = Seeded::new(99);
             let refused = [
                 encode(&BigUint::ZERO),
                 encode(&BigUint::from(1u32)),
@@ -342,7 +342,7 @@ mod tests {
         let secret = SharedSecret(Zeroizing::new(vec![0xab; 256]));
         assert_eq!(format!("{secret:?}"), "SharedSecret(..)");
         let mut dh = Dh::new(Group::Modp2048);
-        let (private, _) = dh.generate(&mut TestRandom(1));
+        let (private, _) = dh.generate(&mut Seeded::new(1));
         assert_eq!(format!("{private:?}"), "DhPrivate { group: Modp2048, .. }");
     }
 }

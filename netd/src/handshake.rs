@@ -515,15 +515,7 @@ mod tests {
     use super::*;
     use yavipin_proto::handshake::{COOKIE_REPLY_LEN, REQUEST_LEN};
 
-    struct Counter(u32);
-    impl Random for Counter {
-        fn fill(&mut self, buf: &mut [u8]) {
-            for byte in buf {
-                self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                *byte = self.0.to_be_bytes()[1];
-            }
-        }
-    }
+    use crate::test_random::Counter;
 
     fn addr(last: u8) -> SocketAddr {
         SocketAddr::from(([192, 0, 2, last], 4000))

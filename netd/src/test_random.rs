@@ -1,4 +1,4 @@
-//! Reproducible randomness for the unit tests of the liveness and path-MTU cores.
+//! Reproducible randomness for the unit tests of the handshake, liveness and path-MTU cores.
 
 use yavipin_proto::Random;
 

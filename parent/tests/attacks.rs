@@ -32,13 +32,14 @@ use yavipin_proto::handshake::{
 };
 use yavipin_proto::keys::Psk;
 use yavipin_tests::attacker::{
-    Capture, Captured, Injector, Noise, build_udp, is_icmp, memory_contains, memory_find, parse_udp, rx_packets,
+    Capture, Captured, Injector, build_udp, is_icmp, memory_contains, memory_find, noise, parse_udp, rx_packets,
     set_udp_checksum, udp_counter, udp_socket, vm_rss_kib, worker,
 };
 use yavipin_tests::netns::{
     A_ADDR, B_ADDR, Daemon, Netns, R_A_ADDR, Routed, Scratch, eventually, hex, k_auth, random_key, release_binary,
     require_root, target_dir,
 };
+use yavipin_tests::sim::SimRng;
 
 const UP_TIMEOUT: Duration = Duration::from_secs(20);
 const PORT: u16 = 5555;
@@ -549,7 +550,7 @@ fn a_replayed_shutdown_notice_and_spoofed_packets_change_nothing() {
 /// Every alteration of captured data packets (UDP payloads): each single bit flipped,
 /// every truncation, extensions, splices of header, body and tag across packets, changed
 /// phase, kind, flags and sequence numbers.
-fn forgeries(packets: &[Vec<u8>], noise: &mut Noise) -> Vec<Vec<u8>> {
+fn forgeries(packets: &[Vec<u8>], noise: &mut SimRng) -> Vec<Vec<u8>> {
     let payloads: Vec<&[u8]> = packets.iter().map(|p| parse_udp(p).expect("UDP").payload).collect();
     let mut out = Vec::new();
     for payload in payloads.iter().take(2) {
@@ -611,7 +612,7 @@ fn forged_and_random_datagrams_reach_nothing_and_get_no_answer() {
         capture_pings_lost(&pair, 4, FORGE)
     };
     assert_eq!(captured.len(), 4);
-    let mut noise = Noise::new();
+    let mut noise = noise();
     let forged = forgeries(&captured, &mut noise);
     let random: Vec<Vec<u8>> = (0..=1500).map(|len| noise.bytes(len)).collect();
 
@@ -621,7 +622,7 @@ fn forged_and_random_datagrams_reach_nothing_and_get_no_answer() {
     attacker.set_nonblocking(true).expect("nonblocking");
     // One round: every forgery and every random length, spoofed as B and from the
     // attacker's own address.
-    let round = |noise: &mut Noise| -> u64 {
+    let round = |noise: &mut SimRng| -> u64 {
         let mut sent = 0;
         for payload in forged.iter().chain(&random) {
             sent += u64::from(injector.send_udp(B_SOCK, A_SOCK, payload));
@@ -753,7 +754,7 @@ fn capture_pings_lost(pair: &Pair, count: usize, pattern: &str) -> Vec<Vec<u8>> 
 /// Sends well-formed Requests to `A` from random addresses in 10.0.0.0/8 and random ports,
 /// with random nonces, until `until`; returns how many the kernel took.
 fn flood_requests(injector: &Injector, until: Instant) -> u64 {
-    let mut noise = Noise::new();
+    let mut noise = noise();
     let request = Request::encode(&Params::new(Group::Modp2048, KEY_ID), &[0; 16]);
     let mut packet = build_udp(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1024), A_SOCK, &request);
     let mut sent = 0;
@@ -969,7 +970,7 @@ fn strangers_get_no_answer_but_a_cookie_for_a_well_formed_request() {
     // Every first byte, the lengths that matter to each message type, and every length up
     // to 1500 with random content; then Requests that are almost right.
     let before = (pair.status_a(), pair.status_b());
-    let mut noise = Noise::new();
+    let mut noise = noise();
     let capture = Capture::start(&stranger, &[&stranger_if], incoming);
     let mut sent = 0u64;
     let mut probe = |target: Ipv4Addr, bytes: &[u8]| {

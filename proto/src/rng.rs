@@ -33,6 +33,40 @@ impl Random for OsRandom {
     }
 }
 
+/// A seeded generator (splitmix64): reproducible from its seed, for the simulator, unit
+/// tests and fuzzing. Never for keys: it exists only with the `seeded` feature, which no
+/// daemon enables.
+#[cfg(feature = "seeded")]
+#[derive(Debug, Clone)]
+pub struct Seeded(u64);
+
+#[cfg(feature = "seeded")]
+impl Seeded {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(feature = "seeded")]
+impl Random for Seeded {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

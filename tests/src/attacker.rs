@@ -23,6 +23,7 @@ use nix::sys::socket::{
 use nix::sys::time::{TimeVal, TimeValLike};
 
 use crate::netns::Netns;
+use crate::sim::SimRng;
 
 /// Runs `f` on a thread that joined the network namespace `ns`: sockets and interface
 /// indexes it obtains belong to `ns`. The calling thread keeps its own namespace.
@@ -143,46 +144,11 @@ pub fn set_udp_checksum(packet: &mut [u8]) {
     packet[26..28].copy_from_slice(&checksum.to_be_bytes());
 }
 
-/// A cheap random generator for attack traffic (xorshift, seeded from the kernel).
-#[derive(Debug, Clone)]
-pub struct Noise(u64);
-
-impl Noise {
-    /// A generator seeded from `/dev/urandom`.
-    pub fn new() -> Self {
-        let mut seed = [0u8; 8];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).expect("urandom");
-        Self(u64::from_ne_bytes(seed) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next_u64().to_ne_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-
-    /// `len` random bytes.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        self.fill(&mut buf);
-        buf
-    }
-}
-
-impl Default for Noise {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Random attack traffic: the simulator's generator, seeded from the kernel.
+pub fn noise() -> SimRng {
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).expect("random seed");
+    SimRng::new(u64::from_ne_bytes(seed))
 }
 
 // Injection ---------------------------------------------------------------------------

@@ -18,30 +18,13 @@ use std::time::{Duration, Instant};
 use yavipin_ipc::KeydToNetd;
 use yavipin_keyd::{KeyDaemon, KeydConfig};
 use yavipin_netd::{Classic, DataPlane, SendError, Tunnel, TunnelConfig, TunnelEvent};
-use yavipin_proto::Random;
 use yavipin_proto::keys::Psk;
+use yavipin_proto::rng::Seeded;
 
-use crate::sim::{Endpoint, SimRng, Transmit};
+use crate::sim::{Endpoint, Transmit};
 
 /// Ethertype of the generated traffic (IPv4).
 const ETHERTYPE: u16 = 0x0800;
-
-/// The simulator's generator as the cores' randomness: reproducible from the seed.
-#[derive(Debug, Clone)]
-pub struct SimRandom(SimRng);
-
-impl SimRandom {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(SimRng::new(seed))
-    }
-}
-
-impl Random for SimRandom {
-    fn fill(&mut self, buf: &mut [u8]) {
-        self.0.fill(buf);
-    }
-}
 
 /// Steady traffic from the node's "tun device": one packet of `len` bytes every `interval`.
 #[derive(Debug, Clone)]
@@ -70,9 +53,9 @@ pub struct NodeConfig {
 /// One peer: tunnel, key daemon, traffic. See the module documentation.
 pub struct Node {
     /// netd's core.
-    pub tunnel: Tunnel<SimRandom>,
+    pub tunnel: Tunnel<Seeded>,
     /// keyd's core.
-    pub keyd: KeyDaemon<SimRandom>,
+    pub keyd: KeyDaemon<Seeded>,
     /// Ids of the tun packets delivered, in arrival order.
     pub received: Vec<u64>,
     /// Id of every data packet sealed, by datagram bytes.
@@ -111,8 +94,8 @@ impl Node {
     pub fn new(now: Instant, config: NodeConfig) -> Self {
         let key_id = config.tunnel.handshake.key_id;
         let mut psk = config.psk;
-        let keyd = KeyDaemon::new(config.keyd, key_id, Psk::new(&mut psk), SimRandom::new(config.seed ^ 0x6b65_7964));
-        let tunnel = Tunnel::new(now, config.tunnel, SimRandom::new(config.seed));
+        let keyd = KeyDaemon::new(config.keyd, key_id, Psk::new(&mut psk), Seeded::new(config.seed ^ 0x6b65_7964));
+        let tunnel = Tunnel::new(now, config.tunnel, Seeded::new(config.seed));
         // Room for anything the peer sends; sealing needs less.
         let buf = vec![0; DataPlane::<Classic>::OPEN_BUFFER_LEN.max(tunnel.max_datagram_len())];
         let mut node = Self {

@@ -14,6 +14,9 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use yavipin_proto::Random;
+use yavipin_proto::rng::Seeded;
+
 /// A datagram an endpoint wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -98,23 +101,20 @@ pub enum TapVerdict {
 
 type Tap = Box<dyn FnMut(&mut Datagram) -> TapVerdict>;
 
-/// Deterministic pseudo-random numbers (SplitMix64): reproducible, not cryptographic.
+/// Deterministic pseudo-random numbers for the link model and test traffic: reproducible,
+/// not cryptographic.
 #[derive(Debug, Clone)]
-pub struct SimRng(u64);
+pub struct SimRng(Seeded);
 
 impl SimRng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(Seeded::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// True with probability `p`.
@@ -136,10 +136,14 @@ impl SimRng {
 
     /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
+        self.0.fill(buf);
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        self.fill(&mut buf);
+        buf
     }
 }
 

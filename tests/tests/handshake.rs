@@ -271,7 +271,7 @@ fn replayed_handshake_messages_change_nothing() {
 #[test]
 fn swapped_dh_values_never_establish() {
     let mut dh = yavipin_keyd::Dh::new(Group::Modp2048);
-    let (_, mitm) = dh.generate(&mut yavipin_tests::node::SimRandom::new(666));
+    let (_, mitm) = dh.generate(&mut yavipin_proto::rng::Seeded::new(666));
     let g = Group::Modp2048.value_len();
     let sim = attacked(node_config(1, Some(2), 1), node_config(2, None, 2), 30, move |d| {
         match d.bytes[0] {
