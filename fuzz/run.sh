@@ -60,6 +60,9 @@ if ! command -v c++ >/dev/null; then
     fi
 fi
 
+# The seed generator runs only with --seeds, but it must keep compiling as the cores change.
+cargo check --locked --example gen_seeds
+
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 # SanitizerCoverage, as cargo-fuzz sets it up: inline 8-bit edge counters and the PC table
 # (coverage and features), comparison operands (so the fuzzer learns magic values and

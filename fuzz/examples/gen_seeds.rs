@@ -16,14 +16,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use yavipin_fuzz::ops::{data_open as dop, keyd_requests as kop, tunnel_datagram as top};
-use yavipin_fuzz::{
-    FORGERY_KEYS, KEY_ID, PSK, SeededRandom, data_config, encode_ops, epoch_key, forgery_prelude, seal_as,
+use yavipin_fuzz::{FORGERY_KEYS, KEY_ID, PSK, data_config, encode_ops, epoch_key, forgery_prelude, seal_as};
+use yavipin_ipc::control::{
+    KeydInit, KeydToParent, LivenessSettings, NetdInit, NetdToParent, ParentToKeyd, ParentToNetd,
 };
-use yavipin_ipc::control::{KeydInit, KeydToParent, NetdInit, NetdToParent, ParentToKeyd, ParentToNetd};
 use yavipin_keyd::{KeyDaemon, KeydConfig};
 use yavipin_netd::{Classic, DataPlane, HandshakeConfig, Tunnel, TunnelConfig};
 use yavipin_proto::handshake::Group;
 use yavipin_proto::keys::Psk;
+use yavipin_proto::rng::Seeded;
 
 struct Seeds {
     root: PathBuf,
@@ -48,8 +49,8 @@ struct Capture {
 
 struct Node {
     addr: SocketAddr,
-    tunnel: Tunnel<SeededRandom>,
-    keyd: KeyDaemon<SeededRandom>,
+    tunnel: Tunnel<Seeded>,
+    keyd: KeyDaemon<Seeded>,
 }
 
 impl Node {
@@ -59,8 +60,8 @@ impl Node {
         let mut psk = PSK;
         Self {
             addr,
-            tunnel: Tunnel::new(now, config, SeededRandom::new(seed)),
-            keyd: KeyDaemon::new(keyd_config, KEY_ID, Psk::new(&mut psk), SeededRandom::new(seed + 100)),
+            tunnel: Tunnel::new(now, config, Seeded::new(seed)),
+            keyd: KeyDaemon::new(keyd_config, KEY_ID, Psk::new(&mut psk), Seeded::new(seed + 100)),
         }
     }
 
@@ -138,6 +139,13 @@ fn ipc_decode(seeds: &Seeds, capture: &Capture) {
         compression: false,
         rekey_seconds: 120,
         dh_renewal_seconds: 600,
+        liveness: LivenessSettings {
+            reachable_time_ms: 30_000,
+            retrans_timer_ms: 1_000,
+            delay_first_probe_ms: 5_000,
+            max_unicast_solicit: 3,
+            keepalive_seconds: 25,
+        },
     };
     let mut psk = PSK;
     let keyd_init =
@@ -147,7 +155,7 @@ fn ipc_decode(seeds: &Seeds, capture: &Capture) {
         ("parent_to_netd_init", encode(&ParentToNetd::Init(netd_init))),
         ("parent_to_netd_shutdown", encode(&ParentToNetd::Shutdown)),
         ("netd_to_parent_up", encode(&NetdToParent::TunnelUp { peer: "[2001:db8::1]:5555".parse().expect("a") })),
-        ("netd_to_parent_down", encode(&NetdToParent::TunnelDown)),
+        ("netd_to_parent_down", encode(&NetdToParent::TunnelDown { reason: "peer shut down".into() })),
         ("parent_to_keyd_init", encode(&ParentToKeyd::Init(keyd_init))),
         ("keyd_to_parent_ready", encode(&KeydToParent::Ready)),
     ];
