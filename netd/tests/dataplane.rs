@@ -206,6 +206,10 @@ fn the_mtu_limits_what_is_sent_never_what_is_accepted() {
     let big: Vec<u8> = (0..9000u32).map(|i| i.to_le_bytes()[0]).collect();
     let datagram = seal(&mut tx, now, ipv4(&big));
     assert_eq!(open(&mut rx, now, &datagram), Ok((Delivery::Packet { ethertype: 0x0800 }, big)));
+    // Longer than the largest IP packet plus an ethertype: refused before the key is used.
+    let oversized = [&datagram[..DATA_HEADER_LEN], &vec![0; 65_535 + 3], &[0; 12]].concat();
+    assert_eq!(open(&mut rx, now, &oversized), Err(DropReason::TooLarge));
+    assert_eq!((rx.counters().dropped(DropReason::TooLarge), rx.counters().received.packets), (1, 1));
     // What a side sends stays within its own MTU.
     let (mut small, _) = pair(&DataConfig { max_inner_len: 1280, ..DataConfig::default() }, now);
     assert_eq!(small.seal(now, ipv4(&[0; 1281]), &mut [0; 2000]), Err(SealError::TooLarge));
