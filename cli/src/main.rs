@@ -1,11 +1,12 @@
 //! yavipin: the administration tool of the yavipind VPN daemon. It generates pre-shared
 //! keys, validates configuration files, shows running tunnels' state (as text, JSON or
-//! Prometheus metrics). It needs no privilege beyond access to the files and control
-//! sockets it is given.
+//! Prometheus metrics) and prints its own shell completions. It needs no privilege beyond
+//! access to the files and control sockets it is given.
 
 #![forbid(unsafe_code)]
 
 mod check;
+mod completion;
 mod genkey;
 mod metrics;
 mod show;
@@ -14,7 +15,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const ABOUT: &str = "Administration tool of yavipind: generate keys, check configurations, show tunnels";
 
@@ -103,6 +104,20 @@ Example:
     yavipin show --json home0
     yavipin show --metrics";
 
+const COMPLETION_ABOUT: &str = "Print the completion script of yavipin for a shell (bash, zsh or fish)";
+
+const COMPLETION_LONG_ABOUT: &str = "Print the script that makes SHELL complete yavipin's commands and options,
+for bash, zsh or fish. The Debian package and install.sh install all three
+where those shells look for them; to load one by hand, for the current shell
+only:
+
+  bash   source <(yavipin completion bash)
+  zsh    yavipin completion zsh > ~/.zfunc/_yavipin   (with ~/.zfunc in fpath)
+  fish   yavipin completion fish | source
+
+Example:
+    yavipin completion bash > /etc/bash_completion.d/yavipin";
+
 /// yavipin's command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -147,6 +162,12 @@ enum Command {
         #[arg(long, group = "format")]
         metrics: bool,
     },
+    #[command(about = COMPLETION_ABOUT, long_about = COMPLETION_LONG_ABOUT)]
+    Completion {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: completion::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +183,10 @@ fn main() -> ExitCode {
                 _ => show::Format::Text,
             };
             ("show", show::run(device.as_deref(), format).map_err(|e| e.to_string()))
+        }
+        Command::Completion { shell } => {
+            completion::print(shell, &mut Cli::command());
+            ("completion", Ok(()))
         }
     };
     match result {

@@ -1,5 +1,5 @@
 //! The command line itself: help that teaches, usage errors, `yavipin show` failing
-//! honestly where no daemon runs.
+//! honestly where no daemon runs, and the shell completions.
 
 mod common;
 
@@ -20,8 +20,8 @@ fn subcommands() -> Vec<String> {
 }
 
 #[test]
-fn the_subcommands_are_genkey_check_and_show() {
-    assert_eq!(subcommands(), ["genkey", "check", "show"]);
+fn the_subcommands_are_genkey_check_show_and_completion() {
+    assert_eq!(subcommands(), ["genkey", "check", "show", "completion"]);
 }
 
 #[test]

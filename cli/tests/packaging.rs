@@ -1,6 +1,7 @@
 //! The packaging: the systemd unit (verified by systemd itself, its exposure scored), the
-//! sysusers file (applied to a scratch root), and install.sh (run into a scratch DESTDIR).
-//! Nothing here touches the real system.
+//! sysusers file (applied to a scratch root), install.sh (run into a scratch DESTDIR), the
+//! shell completions it installs (found and used by bash, zsh and fish). Nothing here
+//! touches the real system.
 
 mod common;
 
@@ -210,22 +211,31 @@ fn install_sh_stages_every_file_with_its_mode_under_destdir() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("the account yavipin is not created"), "{stdout}");
 
+    let read = |path: &Path| Some(fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    let completion = |shell: &str| {
+        let out = common::run(["completion", shell]);
+        assert!(out.status.success(), "yavipin completion {shell}");
+        Some(out.stdout)
+    };
     let expected = [
-        ("usr/sbin/yavipind", 0o755, Some(yavipind())),
-        ("usr/bin/yavipin", 0o755, Some(yavipin().to_owned())),
-        ("usr/lib/systemd/system/yavipind@.service", 0o644, Some(repo().join(UNIT))),
-        ("usr/lib/sysusers.d/yavipin.conf", 0o644, Some(repo().join("packaging/sysusers.d/yavipin.conf"))),
-        ("usr/share/man/man8/yavipind.8", 0o644, Some(repo().join("man/yavipind.8"))),
-        ("usr/share/man/man8/yavipin.8", 0o644, Some(repo().join("man/yavipin.8"))),
-        ("usr/share/man/man5/yavipind.conf.5", 0o644, Some(repo().join("man/yavipind.conf.5"))),
-        ("usr/share/doc/yavipin/example.toml", 0o644, Some(repo().join("docs/example.toml"))),
+        ("usr/sbin/yavipind", 0o755, read(&yavipind())),
+        ("usr/bin/yavipin", 0o755, read(yavipin())),
+        ("usr/lib/systemd/system/yavipind@.service", 0o644, read(&repo().join(UNIT))),
+        ("usr/lib/sysusers.d/yavipin.conf", 0o644, read(&repo().join("packaging/sysusers.d/yavipin.conf"))),
+        ("usr/share/man/man8/yavipind.8", 0o644, read(&repo().join("man/yavipind.8"))),
+        ("usr/share/man/man8/yavipin.8", 0o644, read(&repo().join("man/yavipin.8"))),
+        ("usr/share/man/man5/yavipind.conf.5", 0o644, read(&repo().join("man/yavipind.conf.5"))),
+        ("usr/share/doc/yavipin/example.toml", 0o644, read(&repo().join("docs/example.toml"))),
+        ("usr/share/bash-completion/completions/yavipin", 0o644, completion("bash")),
+        ("usr/share/zsh/vendor-completions/_yavipin", 0o644, completion("zsh")),
+        ("usr/share/fish/vendor_completions.d/yavipin.fish", 0o644, completion("fish")),
         ("etc/yavipin", 0o700, None),
     ];
-    for (path, expected_mode, source) in &expected {
+    for (path, expected_mode, content) in &expected {
         let installed = d.join(path);
         assert_eq!(mode(&installed), *expected_mode, "{path}: mode {:04o}", mode(&installed));
-        if let Some(source) = source {
-            assert!(fs::read(&installed).expect("read") == fs::read(source).expect("read source"), "{path} differs");
+        if let Some(content) = content {
+            assert!(&fs::read(&installed).expect("read") == content, "{path} differs");
         } else {
             assert!(installed.is_dir() && fs::read_dir(&installed).expect("list").next().is_none(), "{path}");
         }
@@ -266,6 +276,8 @@ fn install_sh_points_the_unit_at_the_prefix() {
     assert_eq!(setting(&unit, "ExecStart"), ["/usr/local/sbin/yavipind -c /etc/yavipin/%i.toml"]);
     assert_eq!(setting(&unit, "ExecStartPre"), ["/usr/local/sbin/yavipind --check -c /etc/yavipin/%i.toml"]);
     assert!(!unit.contains("/usr/sbin/yavipind"));
+    // zsh looks in site-functions outside /usr.
+    assert_eq!(mode(&d.join("usr/local/share/zsh/site-functions/_yavipin")), 0o644);
 }
 
 #[test]
@@ -305,4 +317,111 @@ fn install_sh_is_clean_posix_shell() {
     }
     let out = Command::new("shellcheck").args(["--shell=sh", "--severity=style"]).arg(&script).output().expect("run");
     assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+// ---- Shell completions ----
+
+/// install.sh's files staged in a scratch DESTDIR.
+fn staged() -> tempfile::TempDir {
+    let destdir = tempfile::tempdir().expect("tempdir");
+    let out = install(&[("DESTDIR", destdir.path())], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    destdir
+}
+
+/// Runs `shell args...` with the staged tree's binaries first in PATH and its share
+/// directory as the only XDG data directory, where the shells look for vendor completions.
+fn shell_in(staged: &Path, shell: &str, args: &[&str]) -> String {
+    let path = format!("{}:{}", staged.join("usr/bin").display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(shell)
+        .args(args)
+        .env("PATH", path)
+        .env("XDG_DATA_DIRS", staged.join("usr/share"))
+        .env("HOME", staged)
+        .env("XDG_CONFIG_HOME", staged.join("config"))
+        .output()
+        .unwrap_or_else(|e| panic!("run {shell}: {e}"));
+    assert!(out.status.success(), "{shell} {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn bash_completes_subcommands_and_options_from_the_installed_script() {
+    let destdir = staged();
+    let d = destdir.path();
+    // What bash offers after `yavipin ` and `yavipin show --`, from the script alone.
+    let script = d.join("usr/share/bash-completion/completions/yavipin");
+    let complete = |words: &str| {
+        let program = format!(
+            "source '{}'; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _yavipin yavipin \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        shell_in(d, "bash", &["--norc", "--noprofile", "-c", &program])
+    };
+    let commands = complete("yavipin ''");
+    for command in ["genkey", "check", "show", "completion"] {
+        assert!(commands.lines().any(|l| l == command), "{command} not offered: {commands}");
+    }
+    let options = complete("yavipin show --");
+    for option in ["--json", "--short", "--metrics"] {
+        assert!(options.lines().any(|l| l == option), "{option} not offered: {options}");
+    }
+    let shells = complete("yavipin completion ''");
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(shells.lines().any(|l| l == shell), "{shell} not offered: {shells}");
+    }
+    // bash-completion's loader finds it where it was installed.
+    let loader = Path::new("/usr/share/bash-completion/bash_completion");
+    if !loader.exists() {
+        eprintln!("SKIPPED: bash-completion is not installed (apt-get install bash-completion)");
+        return;
+    }
+    let program = format!("source {}; __load_completion yavipin && complete -p yavipin", loader.display());
+    let registered = shell_in(d, "bash", &["--norc", "--noprofile", "-c", &program]);
+    assert!(registered.contains("-F _yavipin yavipin"), "{registered}");
+}
+
+#[test]
+fn zsh_loads_the_installed_completion_for_yavipin() {
+    if !have("zsh") {
+        eprintln!("SKIPPED: zsh is not installed (apt-get install zsh)");
+        return;
+    }
+    let destdir = staged();
+    let d = destdir.path();
+    let dir = d.join("usr/share/zsh/vendor-completions");
+    let program = format!(
+        "fpath=({} $fpath); autoload -U compinit; compinit -u -D; print -r -- $_comps[yavipin]; \
+         autoload +X _yavipin; functions _yavipin",
+        dir.display()
+    );
+    let out = shell_in(d, "zsh", &["-f", "-c", &program]);
+    assert_eq!(out.lines().next(), Some("_yavipin"), "compinit did not register it:\n{out}");
+    for option in ["--metrics", "--short", "--json"] {
+        assert!(out.contains(option), "{option} not in the loaded function:\n{out}");
+    }
+}
+
+#[test]
+fn fish_completes_subcommands_and_options_from_the_installed_script() {
+    if !have("fish") {
+        eprintln!("SKIPPED: fish is not installed (apt-get install fish)");
+        return;
+    }
+    let destdir = staged();
+    let d = destdir.path();
+    let candidates = |line: &str| -> Vec<String> {
+        let out = shell_in(d, "fish", &["-c", &format!("complete -C '{line}'")]);
+        out.lines().map(|l| l.split('\t').next().unwrap_or_default().to_owned()).collect()
+    };
+    let commands = candidates("yavipin ");
+    for command in ["genkey", "check", "show", "completion"] {
+        assert!(commands.iter().any(|c| c == command), "{command} not offered: {commands:?}");
+    }
+    let options = candidates("yavipin show --");
+    for option in ["--json", "--short", "--metrics"] {
+        assert!(options.iter().any(|c| c == option), "{option} not offered: {options:?}");
+    }
 }
