@@ -215,6 +215,7 @@ pub(crate) fn render(statuses: &[TunnelStatus]) -> String {
 mod tests {
     use super::*;
     use yavipin_ipc::control::{Count, KeydStatus, NetdStatus};
+    use yavipin_tests::exposition::{has_help, parse, promtool, promtool_check, value};
 
     fn status(device: &str) -> TunnelStatus {
         TunnelStatus {
@@ -238,26 +239,6 @@ mod tests {
         }
     }
 
-    /// The samples of `text` by metric name: labels (sorted) and value, as the
-    /// prometheus-parse crate reads them; every sample line must be one it understood.
-    fn parse(text: &str) -> prometheus_parse::Scrape {
-        let lines = text.lines().map(|l| Ok(l.to_owned()));
-        let scrape = prometheus_parse::Scrape::parse(lines).expect("parse");
-        let sample_lines = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
-        assert_eq!(scrape.samples.len(), sample_lines, "lines the parser did not take:\n{text}");
-        scrape
-    }
-
-    fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let sample = scrape.samples.iter().find(|s| {
-            s.metric == name && s.labels.len() == labels.len() && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
-        })?;
-        match sample.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => Some(v),
-            ref other => panic!("{name}: not a counter or gauge: {other:?}"),
-        }
-    }
-
     #[test]
     fn every_family_is_documented_typed_and_printed_once_for_all_tunnels() {
         let text = render(&[status("home0"), status("work0")]);
@@ -269,7 +250,7 @@ mod tests {
                 "{}",
                 family.name
             );
-            assert!(scrape.docs.contains_key(family.name), "no HELP for {}", family.name);
+            assert!(has_help(&scrape, family.name), "no HELP for {}", family.name);
             assert!(family.name.starts_with("yavipin_"), "{}", family.name);
             assert_eq!(family.name.ends_with("_total"), matches!(family.kind, Kind::Counter), "{}", family.name);
         }
@@ -299,24 +280,12 @@ mod tests {
             // Never happened: no sample, rather than a made-up age.
             assert_eq!(value(&scrape, "yavipin_last_handshake_age_seconds", &[d]), None);
         }
-        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(scrape.samples.len(), samples);
-    }
-
-    /// The linter of the Prometheus project: `$PROMTOOL`, or `promtool` in PATH.
-    pub(crate) fn promtool() -> Option<std::path::PathBuf> {
-        let named = std::env::var_os("PROMTOOL").map(std::path::PathBuf::from);
-        let in_path = || {
-            let paths = std::env::var_os("PATH")?;
-            std::env::split_paths(&paths).map(|dir| dir.join("promtool")).find(|p| p.is_file())
-        };
-        named.or_else(in_path)
     }
 
     #[test]
     fn promtool_accepts_the_output_without_a_lint_warning() {
         let Some(promtool) = promtool() else {
-            eprintln!("SKIPPED: promtool not found (set PROMTOOL, or see .ci/run for how CI gets it)");
+            eprintln!("SKIPPED: promtool not found (set PROMTOOL; .ci/run shows how CI gets it)");
             return;
         };
         let mut all = status("home0");
@@ -332,23 +301,6 @@ mod tests {
         let misnamed = text.replace("yavipin_sent_bytes_total", "yavipin_sent_bytes");
         let said = promtool_check(&promtool, &misnamed).expect_err("promtool took a counter without _total");
         assert!(said.contains("_total"), "{said}");
-    }
-
-    /// Runs `promtool check metrics` on `text`: `Err` with what it said unless it was silent.
-    pub(crate) fn promtool_check(promtool: &std::path::Path, text: &str) -> Result<(), String> {
-        use std::io::Write as _;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child.stdin.take().expect("piped").write_all(text.as_bytes()).expect("write");
-        let out = child.wait_with_output().expect("promtool");
-        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        if out.status.success() && said.trim().is_empty() { Ok(()) } else { Err(said) }
     }
 
     #[test]
