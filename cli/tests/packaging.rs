@@ -1,7 +1,8 @@
 //! The packaging: the systemd unit (verified by systemd itself, its exposure scored), the
 //! sysusers file (applied to a scratch root), install.sh (run into a scratch DESTDIR), the
-//! shell completions it installs (found and used by bash, zsh and fish). Nothing here
-//! touches the real system.
+//! shell completions it installs (found and used by bash, zsh and fish), and the Debian
+//! package (its contents, its maintainer scripts run against a scratch root, lintian).
+//! Nothing here touches the real system: `.ci/package` installs the package for real.
 
 mod common;
 
@@ -424,4 +425,185 @@ fn fish_completes_subcommands_and_options_from_the_installed_script() {
     for option in ["--json", "--short", "--metrics"] {
         assert!(options.iter().any(|c| c == option), "{option} not offered: {options:?}");
     }
+}
+
+// ---- The Debian package ----
+
+/// The package built by packaging/build-deb.sh from this build's binaries, once per test
+/// run, and the directory it is in.
+fn deb() -> &'static Path {
+    static DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DEB.get_or_init(|| {
+        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian");
+        let _ = fs::remove_dir_all(&out_dir);
+        let bin_dir = yavipin().parent().expect("target dir").to_owned();
+        yavipind();
+        let out = Command::new(repo().join("packaging/build-deb.sh"))
+            .env("SKIP_BUILD", "1")
+            .env("YAVIPIN_BIN_DIR", &bin_dir)
+            .env("DEB_OUT_DIR", &out_dir)
+            .output()
+            .expect("run packaging/build-deb.sh");
+        assert!(out.status.success(), "build-deb.sh:\n{}{}", text(&out.stdout), text(&out.stderr));
+        let deb = PathBuf::from(text(&out.stdout).trim());
+        assert_eq!(deb.parent(), Some(out_dir.as_path()), "it prints the package's path");
+        deb
+    })
+}
+
+fn have_dpkg_dev() -> bool {
+    let found = have("dpkg-deb") && have("dpkg-shlibdeps") && have("dpkg-parsechangelog");
+    if !found {
+        eprintln!("SKIPPED: building the Debian package needs dpkg-dev (apt-get install dpkg-dev)");
+    }
+    found
+}
+
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = Command::new("dpkg-deb").args(args).arg(deb).output().expect("run dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn the_debian_package_holds_what_install_sh_installs_owned_by_root() {
+    if !have_dpkg_dev() {
+        return;
+    }
+    let deb = deb();
+    let changelog = fs::read_to_string(repo().join("packaging/debian/changelog")).expect("changelog");
+    let version = changelog.split_once('(').and_then(|(_, rest)| rest.split_once(')')).expect("a version").0;
+    assert!(version.starts_with(env!("CARGO_PKG_VERSION")), "changelog {version}, crate {}", env!("CARGO_PKG_VERSION"));
+    assert!(deb.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("yavipin_{version}_"))));
+
+    let field = |name: &str| {
+        dpkg_deb(&["-f"], deb).lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+    assert_eq!(field("Package").as_deref(), Some("yavipin"));
+    assert_eq!(field("Version").as_deref(), Some(version));
+    let depends = field("Depends").expect("Depends");
+    for needed in ["libc6 (>=", "iproute2", "systemd | systemd-sysusers"] {
+        assert!(depends.contains(needed), "Depends lacks {needed}: {depends}");
+    }
+
+    // Every file: mode, owner root/root, path. `etc/` is not in it: postinst makes
+    // /etc/yavipin, so that removing the package keeps it.
+    let listing = dpkg_deb(&["--contents"], deb);
+    let mut files = BTreeSet::new();
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (perms, owner, path) = (fields[0], fields[1], fields[5]);
+        assert_eq!(owner, "root/root", "{line}");
+        assert!(path.starts_with("./usr/") || path == "./" || path == "./usr/", "outside /usr: {line}");
+        if !perms.starts_with('d') {
+            let expected = if path.contains("/sbin/") || path.contains("/bin/") { "-rwxr-xr-x" } else { "-rw-r--r--" };
+            assert_eq!(perms, expected, "{line}");
+            files.insert(path.trim_start_matches("./").to_owned());
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "usr/sbin/yavipind",
+        "usr/bin/yavipin",
+        "usr/lib/systemd/system/yavipind@.service",
+        "usr/lib/sysusers.d/yavipin.conf",
+        "usr/share/man/man8/yavipind.8.gz",
+        "usr/share/man/man8/yavipin.8.gz",
+        "usr/share/man/man5/yavipind.conf.5.gz",
+        "usr/share/doc/yavipin/example.toml",
+        "usr/share/doc/yavipin/copyright",
+        "usr/share/doc/yavipin/changelog.Debian.gz",
+        "usr/share/lintian/overrides/yavipin",
+        "usr/share/bash-completion/completions/yavipin",
+        "usr/share/zsh/vendor-completions/_yavipin",
+        "usr/share/fish/vendor_completions.d/yavipin.fish",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(files, expected);
+
+    // The maintainer scripts are the repository's, executable.
+    let control = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("dpkg-deb").arg("--control").arg(deb).arg(control.path()).output().expect("dpkg-deb");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for script in ["postinst", "prerm", "postrm"] {
+        let packaged = control.path().join(script);
+        assert_eq!(mode(&packaged), 0o755, "{script}");
+        assert_eq!(
+            fs::read(&packaged).expect("read"),
+            fs::read(repo().join("packaging/debian").join(script)).expect("read")
+        );
+    }
+}
+
+/// Runs the package's maintainer script `script` with `args` against the scratch root
+/// `root` (dpkg's `DPKG_ROOT`), as dpkg would.
+fn maintainer_script(control: &Path, root: &Path, script: &str, args: &[&str]) {
+    let out = Command::new("/bin/sh").arg(control.join(script)).args(args).env("DPKG_ROOT", root).output();
+    let out = out.expect("run the maintainer script");
+    assert!(out.status.success(), "{script} {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
+fn installing_creates_the_account_and_directory_removing_keeps_it_purging_deletes_it() {
+    if !have_dpkg_dev() {
+        return;
+    }
+    if !have("systemd-sysusers") {
+        eprintln!("SKIPPED: systemd-sysusers is not installed (apt-get install systemd)");
+        return;
+    }
+    if !common::is_root() {
+        eprintln!("SKIPPED: the maintainer scripts' test needs root (systemd-sysusers --root)");
+        return;
+    }
+    let deb = deb();
+    // A scratch system: the package unpacked into it, as dpkg does before postinst.
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    fs::create_dir(r.join("etc")).expect("mkdir etc");
+    let control = tempfile::tempdir().expect("tempdir");
+    for (option, dir) in [("--extract", r), ("--control", control.path())] {
+        let out = Command::new("dpkg-deb").arg(option).arg(deb).arg(dir).output().expect("dpkg-deb");
+        assert!(out.status.success(), "dpkg-deb {option}: {}", text(&out.stderr));
+    }
+    assert!(!r.join("etc/yavipin").exists());
+
+    maintainer_script(control.path(), r, "postinst", &["configure", ""]);
+    let passwd = fs::read_to_string(r.join("etc/passwd")).expect("passwd");
+    let account = passwd.lines().find(|l| l.starts_with("yavipin:")).unwrap_or_else(|| panic!("no account: {passwd}"));
+    assert!(account.ends_with(":/nonexistent:/usr/sbin/nologin"), "{account}");
+    let confdir = r.join("etc/yavipin");
+    assert_eq!(mode(&confdir), 0o700);
+    // Configured again (an upgrade): the same account, the directory as the administrator left it.
+    fs::write(confdir.join("home.key"), "key\n").expect("write");
+    maintainer_script(control.path(), r, "postinst", &["configure", "0.1.0-1"]);
+    assert_eq!(fs::read_to_string(r.join("etc/passwd")).expect("passwd"), passwd);
+
+    // Removing keeps the configurations and keys; purging deletes them. The account stays.
+    maintainer_script(control.path(), r, "prerm", &["remove"]);
+    maintainer_script(control.path(), r, "postrm", &["remove"]);
+    assert!(confdir.join("home.key").is_file(), "removing deleted the keys");
+    maintainer_script(control.path(), r, "postrm", &["purge"]);
+    assert!(!confdir.exists(), "purging left /etc/yavipin");
+    assert_eq!(fs::read_to_string(r.join("etc/passwd")).expect("passwd"), passwd, "the account went");
+}
+
+#[test]
+fn lintian_finds_no_error_or_warning_in_the_package() {
+    if !have_dpkg_dev() {
+        return;
+    }
+    if !have("lintian") {
+        eprintln!("SKIPPED: lintian is not installed (apt-get install lintian)");
+        return;
+    }
+    let out = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--display-info", "--no-tag-display-limit"])
+        .arg(deb())
+        .output()
+        .expect("run lintian");
+    let report = text(&out.stdout) + &text(&out.stderr);
+    assert!(out.status.success(), "lintian:\n{report}");
+    eprintln!("lintian (informational tags only):\n{report}");
 }
