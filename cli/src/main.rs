@@ -1,18 +1,21 @@
 //! yavipin: the administration tool of the yavipind VPN daemon. It generates pre-shared
-//! keys, validates configuration files and (once the daemon has a control socket) shows a
-//! tunnel's state. It needs no privilege beyond access to the files it is given.
+//! keys, validates configuration files, shows running tunnels' state (as text, JSON or
+//! Prometheus metrics) and prints its own shell completions. It needs no privilege beyond
+//! access to the files and control sockets it is given.
 
 #![forbid(unsafe_code)]
 
 mod check;
+mod completion;
 mod genkey;
+mod metrics;
 mod show;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const ABOUT: &str = "Administration tool of yavipind: generate keys, check configurations, show tunnels";
 
@@ -21,7 +24,7 @@ const LONG_ABOUT: &str = "Administration tool of yavipind, the point-to-point VP
 
 `yavipin genkey` creates the pre-shared key both peers share, `yavipin check`
 validates a tunnel's configuration and key file as the daemon will, and
-`yavipin show` reports a running tunnel's state. See yavipin(8), yavipind(8)
+`yavipin show` reports running tunnels' state. See yavipin(8), yavipind(8)
 and yavipind.conf(5).
 
 Example, setting up the tunnel `home` (the service yavipind@home reads
@@ -69,32 +72,51 @@ the same check before every start.
 Example:
     yavipin check /etc/yavipin/home.toml";
 
-const SHOW_ABOUT: &str = "Show a running tunnel's state (peer, handshakes, epoch, MTU, traffic, drops)";
+const SHOW_ABOUT: &str = "Show running tunnels' state (peer, handshakes, epoch, MTU, traffic, drops)";
 
-const SHOW_LONG_ABOUT: &str = "Show the state of the tunnel on DEVICE (default yavipin0), asked from the
-running yavipind over its control socket /run/yavipin/DEVICE.sock:
+const SHOW_LONG_ABOUT: &str = "Show the state of the tunnel on DEVICE, or of every running tunnel, asked from
+each running yavipind over its control socket /run/yavipin/DEVICE.sock:
 
   peer         the peer's current endpoint, address and port
   state        tunnel up or down, and whether the peer is reachable
-  handshake    time since the last handshake and since the last
-               Diffie-Hellman renewal
+  handshake    time since the last completed handshake; handshakes
+               initiated and answered, and keyd's counters
   epoch        the current key epoch, in each direction
-  mtu          the path MTU measured on the underlay, and the tunnel's MTU
+  mtu          the path MTU measured on the underlay
   transfer     packets and bytes, sent and received
   compression  the compression ratio achieved, when compression is on
   drops        packets dropped, by reason (malformed, bad MAC, replayed,
                unknown key, ...)
 
-With --json, the same fields are printed as one JSON object, for scripts and
-monitoring.
+Without DEVICE, every tunnel whose daemon answers is shown, one block each
+(in the order of their device names); with --short, one line each. With
+--json, the same fields are printed as one JSON object for DEVICE, or as an
+array of them for every tunnel. With --metrics, the counters are printed in
+the Prometheus text format, labelled with the device (see yavipin(8) for a
+timer that feeds node_exporter's textfile collector).
 
-yavipind does not open the control socket yet: until it does, `yavipin show`
-reports that it found no control socket and exits 1. It never prints figures
-it did not get from the daemon.
+It never prints figures it did not get from a daemon: a DEVICE with no running
+daemon is an error (exit 1), and so is a running tunnel that cannot be asked.
 
 Example:
     yavipin show
-    yavipin show --json home0";
+    yavipin show --short
+    yavipin show --json home0
+    yavipin show --metrics";
+
+const COMPLETION_ABOUT: &str = "Print the completion script of yavipin for a shell (bash, zsh or fish)";
+
+const COMPLETION_LONG_ABOUT: &str = "Print the script that makes SHELL complete yavipin's commands and options,
+for bash, zsh or fish. The Debian package and install.sh install all three
+where those shells look for them; to load one by hand, for the current shell
+only:
+
+  bash   source <(yavipin completion bash)
+  zsh    yavipin completion zsh > ~/.zfunc/_yavipin   (with ~/.zfunc in fpath)
+  fish   yavipin completion fish | source
+
+Example:
+    yavipin completion bash > /etc/bash_completion.d/yavipin";
 
 /// yavipin's command line.
 #[derive(Debug, Parser)]
@@ -127,12 +149,24 @@ enum Command {
     },
     #[command(about = SHOW_ABOUT, long_about = SHOW_LONG_ABOUT)]
     Show {
-        /// The tunnel's device: `name` in the [interface] table of its configuration.
-        #[arg(value_name = "DEVICE", default_value = show::DEFAULT_DEVICE, value_parser = show::parse_device)]
-        device: String,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
+        /// The tunnel's device (`name` in [interface]); without it, every running tunnel.
+        #[arg(value_name = "DEVICE", value_parser = show::parse_device)]
+        device: Option<String>,
+        /// Print JSON: one object for DEVICE, an array for every tunnel.
+        #[arg(long, group = "format")]
         json: bool,
+        /// One line per tunnel.
+        #[arg(long, group = "format")]
+        short: bool,
+        /// Print the counters in the Prometheus text exposition format.
+        #[arg(long, group = "format")]
+        metrics: bool,
+    },
+    #[command(about = COMPLETION_ABOUT, long_about = COMPLETION_LONG_ABOUT)]
+    Completion {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: completion::Shell,
     },
 }
 
@@ -141,7 +175,19 @@ fn main() -> ExitCode {
     let (name, result) = match cli.command {
         Command::Genkey { file } => ("genkey", genkey::run(&file).map_err(|e| e.to_string())),
         Command::Check { file } => ("check", check::run(&file).map_err(|e| e.to_string())),
-        Command::Show { device, json } => ("show", show::run(&device, json).map_err(|e| e.to_string())),
+        Command::Show { device, json, short, metrics } => {
+            let format = match (json, short, metrics) {
+                (true, _, _) => show::Format::Json,
+                (_, true, _) => show::Format::Short,
+                (_, _, true) => show::Format::Metrics,
+                _ => show::Format::Text,
+            };
+            ("show", show::run(device.as_deref(), format).map_err(|e| e.to_string()))
+        }
+        Command::Completion { shell } => {
+            completion::print(shell, &mut Cli::command());
+            ("completion", Ok(()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

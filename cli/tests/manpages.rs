@@ -271,6 +271,54 @@ fn yavipin_8_documents_every_subcommand() {
     }
 }
 
+/// The block of yavipin(8) whose first line is `# PATH`, without that line, and the name.
+fn unit_in_yavipin_8(path: &str) -> (String, String) {
+    let block = literal_blocks("man/yavipin.8")
+        .into_iter()
+        .find(|b| b.starts_with(&format!("# {path}\n")))
+        .unwrap_or_else(|| panic!("yavipin.8 has no block for {path}"));
+    let name = Path::new(path).file_name().expect("a file name").to_string_lossy().into_owned();
+    (name, block.split_once('\n').expect("lines").1.to_owned())
+}
+
+#[test]
+fn the_metrics_timer_of_yavipin_8_is_valid_and_its_service_writes_the_metrics_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service_name, service) = unit_in_yavipin_8("/etc/systemd/system/yavipin-metrics.service");
+    let (timer_name, timer) = unit_in_yavipin_8("/etc/systemd/system/yavipin-metrics.timer");
+    let (service_path, timer_path) = (dir.path().join(&service_name), dir.path().join(&timer_name));
+    fs::write(&service_path, &service).expect("write");
+    fs::write(&timer_path, &timer).expect("write");
+    if have("systemd-analyze") {
+        let out = Command::new("systemd-analyze").arg("verify").arg(&service_path).arg(&timer_path).output();
+        let out = out.expect("run systemd-analyze");
+        let report = text(&out.stdout) + &text(&out.stderr);
+        assert!(out.status.success() && report.is_empty(), "systemd-analyze verify:\n{report}");
+    } else {
+        eprintln!("SKIPPED: systemd-analyze is not installed (apt-get install systemd)");
+    }
+
+    // The service's command, run as systemd would (continued lines joined), into a scratch
+    // directory in place of node_exporter's, with this build's yavipin.
+    let joined = service.replace("\\\n", " ");
+    let exec = joined.lines().find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c '")).expect("ExecStart=/bin/sh -c");
+    let command = exec.strip_suffix('\'').expect("a quoted command");
+    let collector = tempfile::tempdir().expect("tempdir");
+    let command = command.replace("/var/lib/prometheus/node-exporter", &collector.path().display().to_string());
+    let path =
+        format!("{}:{}", common::yavipin().parent().expect("dir").display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("/bin/sh").arg("-c").arg(&command).env("PATH", path).output().expect("run sh");
+    assert!(out.status.success(), "{command}: {}", text(&out.stderr));
+    let written: Vec<String> = fs::read_dir(collector.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, ["yavipin.prom"], "only the finished file is left");
+    let metrics = fs::read_to_string(collector.path().join("yavipin.prom")).expect("read");
+    let scrape = yavipin_tests::exposition::parse(&metrics);
+    assert!(yavipin_tests::exposition::has_help(&scrape, "yavipin_tunnel_up"), "{metrics}");
+}
+
 #[test]
 fn mandoc_finds_nothing_to_warn_about() {
     if !have("mandoc") {

@@ -336,6 +336,78 @@ fn show_reports_the_running_tunnel() {
     assert!(status.keyd.modexps >= 2);
 }
 
+/// `yavipin show ARGS...` without a device: every tunnel running on this machine.
+fn show_all(args: &[&str]) -> String {
+    let out = Command::new(release_binary("yavipin")).arg("show").args(args).output().expect("run yavipin show");
+    assert!(out.status.success(), "show {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+#[test]
+fn show_without_a_device_lists_every_running_tunnel_in_each_format() {
+    use yavipin_tests::exposition::{parse, promtool, promtool_check, value};
+    if !require_root("show_without_a_device_lists_every_running_tunnel_in_each_format") {
+        return;
+    }
+    let pair = Pair::start(false);
+    pair.pings_both_ways();
+    // Two tunnels, each with the other's underlay address as its peer. Other tests' tunnels
+    // may come and go on this machine meanwhile: only these two are looked for.
+    let tunnels = [(pair.a.name(), "198.18.0.2:5555"), (pair.b.name(), "198.18.0.1:5555")];
+
+    // A block each, `interface: DEVICE` first, separated by blank lines, in device order.
+    let text = show_all(&[]);
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    let headers: Vec<&str> = blocks.iter().map(|b| b.lines().next().unwrap_or_default()).collect();
+    assert!(headers.iter().all(|h| h.starts_with("interface: ")), "{text}");
+    assert!(headers.is_sorted(), "not in device order: {headers:?}");
+    for (device, peer) in tunnels {
+        let block = blocks.iter().find(|b| b.starts_with(&format!("interface: {device}\n"))).expect("a block");
+        assert!(block.contains("  tunnel          up\n"), "{block}");
+        assert!(block.contains(&format!("  peer            {peer}\n")), "{block}");
+    }
+
+    // One line each.
+    let short = show_all(&["--short"]);
+    for (device, peer) in tunnels {
+        let line = short.lines().find(|l| l.starts_with(&format!("{device} "))).unwrap_or_else(|| panic!("{short}"));
+        assert!(line.starts_with(&format!("{device:<15} up   peer {peer}, ")), "{line}");
+    }
+    assert!(short.lines().all(|l| !l.starts_with(' ') && l.contains(" peer ")), "one line per tunnel:\n{short}");
+
+    // An array of the objects `show DEVICE --json` prints.
+    let json = show_all(&["--json"]);
+    let statuses: Vec<yavipin_parent::control::TunnelStatus> = serde_json::from_str(&json).expect("a JSON array");
+    assert!(statuses.windows(2).all(|w| w[0].device < w[1].device), "not in device order");
+    for (device, peer) in tunnels {
+        let status = statuses.iter().find(|s| s.device == device).expect("listed");
+        assert!(status.netd.up && status.netd.peer.map(|p| p.to_string()).as_deref() == Some(peer), "{status:?}");
+        assert!(status.netd.sent.packets >= 8 && status.keyd.sessions == 1, "{status:?}");
+    }
+
+    // The counters as metrics, labelled by device, growing since the JSON was taken.
+    let metrics = show_all(&["--metrics"]);
+    let scrape = parse(&metrics);
+    for (device, _) in tunnels {
+        let status = statuses.iter().find(|s| s.device == device).expect("listed");
+        let d = [("device", device)];
+        assert_eq!(value(&scrape, "yavipin_tunnel_up", &d), Some(1.0), "{metrics}");
+        assert_eq!(value(&scrape, "yavipin_keyd_sessions_total", &d), Some(1.0), "{metrics}");
+        #[allow(clippy::cast_precision_loss)]
+        let sent_before = status.netd.sent.packets as f64;
+        let sent = value(&scrape, "yavipin_sent_packets_total", &d).expect("sent packets");
+        assert!(sent >= sent_before, "{sent} < {sent_before}");
+    }
+    // `--metrics DEVICE`: that tunnel's samples alone.
+    let one = Command::new(release_binary("yavipin")).args(["show", "--metrics", pair.a.name()]).output().expect("run");
+    let one = parse(&String::from_utf8_lossy(&one.stdout));
+    assert!(one.samples.iter().all(|s| s.labels.get("device") == Some(pair.a.name())) && !one.samples.is_empty());
+    match promtool() {
+        Some(promtool) => promtool_check(&promtool, &metrics).unwrap_or_else(|e| panic!("promtool: {e}\n{metrics}")),
+        None => eprintln!("SKIPPED: promtool not found (set PROMTOOL; .ci/run shows how CI gets it)"),
+    }
+}
+
 #[test]
 fn the_control_socket_is_private_and_robust() {
     use std::os::unix::process::CommandExt;
