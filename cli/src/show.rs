@@ -126,10 +126,10 @@ fn render(status: &TunnelStatus) -> String {
     };
     let opt = |value: Option<String>| value.unwrap_or_else(|| "unknown".into());
     let header = format!("interface: {}\n", status.device);
-    line("listen", status.listen.clone());
+    line("listen", status.listen.to_string());
     line("peer", netd.peer.map_or_else(|| "not known yet".into(), |p| p.to_string()));
     line("tunnel", if netd.up { "up".into() } else { "down".into() });
-    line("reachability", opt(netd.reachability.clone()));
+    line("reachability", netd.reachability.name().to_owned());
     line("last handshake", opt(netd.last_handshake_secs.map(|s| format!("{s} s ago"))));
     line(
         "key epoch",
@@ -162,15 +162,8 @@ fn render(status: &TunnelStatus) -> String {
         format!("{} packets, {} saved ({:.1} %)", netd.compressed.packets, bytes(netd.compressed.bytes), 100.0 * saved)
     };
     line("compression", compression);
-    let list = |items: &[(String, u64)]| {
-        if items.is_empty() {
-            "none".to_owned()
-        } else {
-            items.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
-        }
-    };
-    line("drops", list(&netd.drops));
-    line("not sent", list(&netd.refused));
+    line("drops", counts(&netd.drops, |r| r.to_string()));
+    line("not sent", counts(&netd.refused, |r| r.name().to_owned()));
     line(
         "handshakes",
         format!(
@@ -178,8 +171,17 @@ fn render(status: &TunnelStatus) -> String {
             netd.initiated, netd.responded, netd.cookie_replies, keyd.sessions, keyd.modexps, keyd.keys_handed_out
         ),
     );
-    line("refused by keyd", list(&keyd.failures));
+    line("refused by keyd", counts(&keyd.failures, |r| r.name().to_owned()));
     header + &out
+}
+
+/// Counts by reason as `name count, name count`, or `none`: the reasons get their names
+/// here, where they are shown.
+fn counts<R: Copy>(items: &[(R, u64)], name: impl Fn(R) -> String) -> String {
+    if items.is_empty() {
+        return "none".to_owned();
+    }
+    items.iter().map(|&(reason, n)| format!("{} {n}", name(reason))).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -188,12 +190,18 @@ mod tests {
 
     #[test]
     fn every_label_is_set_apart_from_its_value() {
+        use yavipin_ipc::FailReason;
         use yavipin_ipc::control::{KeydStatus, NetdStatus};
+        use yavipin_ipc::reasons::{DatagramDrop, DropReason, SealError};
         let status = TunnelStatus {
             device: "yavipin0".into(),
-            listen: "0.0.0.0:5555".into(),
-            netd: NetdStatus { drops: vec![("data/bad-mac".into(), 3)], ..NetdStatus::default() },
-            keyd: KeydStatus { failures: vec![("bad-auth".into(), 1)], ..KeydStatus::default() },
+            listen: "0.0.0.0:5555".parse().expect("address"),
+            netd: NetdStatus {
+                drops: vec![(DatagramDrop::Data(DropReason::BadMac), 3)],
+                refused: vec![(SealError::NoKey, 2)],
+                ..NetdStatus::default()
+            },
+            keyd: KeydStatus { failures: vec![(FailReason::BadAuth, 1)], ..KeydStatus::default() },
         };
         let text = render(&status);
         let rows: Vec<&str> = text.lines().skip(1).collect();
@@ -205,6 +213,8 @@ mod tests {
         }
         assert!(text.contains("  refused by keyd bad-auth 1\n"), "{text}");
         assert!(text.contains("  drops           data/bad-mac 3\n"), "{text}");
+        assert!(text.contains("  not sent        no-key 2\n"), "{text}");
+        assert!(text.contains("  reachability    incomplete\n"), "{text}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod frame;
 pub mod netd_keyd;
+pub mod reasons;
 pub mod secret;
 
 pub use netd_keyd::{FailReason, KeydToNetd, NetdToKeyd};

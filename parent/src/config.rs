@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use yavipin_proto::handshake::Group;
 
 /// Bytes a data packet adds above UDP (flags, sequence number, tag).
 pub const TUNNEL_OVERHEAD: u16 = 17;
@@ -89,7 +90,7 @@ impl Default for Transport {
 pub struct Session {
     /// Diffie-Hellman group: 14 (2048-bit MODP) or 15 (3072-bit MODP).
     #[serde(default = "default_group", deserialize_with = "group")]
-    pub group: u8,
+    pub group: Group,
     /// Seconds between hash-chain key renewals.
     #[serde(default = "default_rekey", deserialize_with = "rekey_seconds")]
     pub rekey_seconds: u32,
@@ -276,8 +277,8 @@ fn default_device() -> String {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0u16; 8], 0))
 }
-fn default_group() -> u8 {
-    14
+fn default_group() -> Group {
+    Group::Modp2048
 }
 fn default_rekey() -> u32 {
     120
@@ -324,11 +325,10 @@ fn mtu<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> 
     Ok(Some(mtu))
 }
 
-fn group<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    match u8::deserialize(d)? {
-        g @ (14 | 15) => Ok(g),
-        g => Err(invalid(format!("group: {g} is not supported; use 14 (2048-bit MODP) or 15 (3072-bit MODP)"))),
-    }
+fn group<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Group, D::Error> {
+    let id = u8::deserialize(d)?;
+    Group::from_id(id)
+        .ok_or_else(|| invalid(format!("group: {id} is not supported; use 14 (2048-bit MODP) or 15 (3072-bit MODP)")))
 }
 
 fn rekey_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

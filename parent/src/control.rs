@@ -8,6 +8,7 @@
 //! Anything but a well-formed request gets an error object and the connection is closed.
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -32,7 +33,7 @@ pub struct TunnelStatus {
     /// The tun device.
     pub device: String,
     /// The local UDP address.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// What netd reports.
     pub netd: NetdStatus,
     /// What keyd reports.

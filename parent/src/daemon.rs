@@ -22,14 +22,13 @@ use yavipin_ipc::control::{
 };
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError, pair};
 use yavipin_proto::keys::Psk;
-use yavipin_sandbox::Role;
 
 use crate::config::{Config, ConfigError};
 use crate::control::{Client, ControlError, ControlSocket, ErrorReply, TunnelStatus};
 use crate::keyfile::{KeyFileError, load_psk};
 use crate::logging::Sink;
 use crate::scripts::{self, Scripts};
-use crate::spawn::{SpawnError, spawn};
+use crate::spawn::{SpawnError, WorkerRole, spawn};
 use crate::tundev::{self, TunError};
 
 /// How long workers get to finish after being told to stop.
@@ -105,7 +104,7 @@ pub fn check(config_path: &Path) -> Result<Config, DaemonError> {
 }
 
 struct Worker {
-    role: Role,
+    role: WorkerRole,
     child: Child,
     channel: Channel,
 }
@@ -156,11 +155,11 @@ pub fn run(config_path: &Path, sink: Sink, verbose: bool) -> Result<(), DaemonEr
 
     // The workers inherit the signal mask through exec: give them the default one back.
     signals.thread_unblock()?;
-    let netd_child = spawn(Role::Netd, &config.user, vec![netd_parent.into_fd(), netd_keyd.into_fd()], sink, verbose);
-    let keyd_child = spawn(Role::Keyd, &config.user, vec![keyd_parent.into_fd(), keyd_netd.into_fd()], sink, verbose);
+    let netd_child = spawn(WorkerRole::Netd, &config.user, vec![netd_parent.into_fd(), netd_keyd.into_fd()], sink, verbose);
+    let keyd_child = spawn(WorkerRole::Keyd, &config.user, vec![keyd_parent.into_fd(), keyd_netd.into_fd()], sink, verbose);
     signals.thread_block()?;
-    let mut netd = Worker { role: Role::Netd, child: netd_child?, channel: parent_netd };
-    let mut keyd = Worker { role: Role::Keyd, child: keyd_child?, channel: parent_keyd };
+    let mut netd = Worker { role: WorkerRole::Netd, child: netd_child?, channel: parent_netd };
+    let mut keyd = Worker { role: WorkerRole::Keyd, child: keyd_child?, channel: parent_keyd };
 
     let result =
         start_and_supervise(&config, psk, tun, (socket.into(), local), (&signal_fd, &control), &mut netd, &mut keyd);
@@ -182,7 +181,6 @@ fn start_and_supervise(
         key_id: config.key_id,
         psk,
         group: config.session.group,
-        rekey_seconds: config.session.rekey_seconds,
         dh_renewal_seconds: config.session.dh_renewal_seconds,
     };
     keyd.channel.send(&ParentToKeyd::Init(keyd_init)).map_err(|e| keyd.channel_error(e))?;
@@ -195,7 +193,6 @@ fn start_and_supervise(
         max_inner_len: config.tun_mtu(),
         compression: config.session.compression,
         rekey_seconds: config.session.rekey_seconds,
-        dh_renewal_seconds: config.session.dh_renewal_seconds,
         liveness: liveness_settings(config),
     };
     netd.channel
@@ -376,7 +373,7 @@ impl Supervisor<'_> {
         match (netd, keyd) {
             (Some(netd), Some(keyd)) => client.reply(&TunnelStatus {
                 device: self.config.interface.name.clone(),
-                listen: self.local.to_string(),
+                listen: self.local,
                 netd,
                 keyd,
             }),

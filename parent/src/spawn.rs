@@ -7,9 +7,28 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use yavipin_sandbox::Role;
 
 use crate::logging::Sink;
+
+/// What a re-executed yavipind runs as: the value of its `--role` argument, which only the
+/// parent passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerRole {
+    /// The network worker.
+    Netd,
+    /// The key worker.
+    Keyd,
+}
+
+impl WorkerRole {
+    /// The name on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Netd => "netd",
+            Self::Keyd => "keyd",
+        }
+    }
+}
 
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +56,7 @@ pub enum SpawnError {
 
 /// Starts `role` as `user` with `channels` inherited (their descriptor numbers are passed
 /// as arguments, in order). The channels are closed in the parent afterwards.
-pub fn spawn(role: Role, user: &str, channels: Vec<OwnedFd>, sink: Sink, verbose: bool) -> Result<Child, SpawnError> {
+pub fn spawn(role: WorkerRole, user: &str, channels: Vec<OwnedFd>, sink: Sink, verbose: bool) -> Result<Child, SpawnError> {
     let exe = std::env::current_exe().map_err(SpawnError::SelfExe)?;
     let mut command = Command::new(exe);
     command.arg("--role").arg(role.name()).arg("--user").arg(user);
