@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod keyfile;
 pub mod logging;
+pub mod monitor;
 pub mod scripts;
 pub mod spawn;
 pub mod tundev;
