@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use yavipin_parent::control::{ErrorReply, STATUS_REQUEST, TunnelStatus, socket_path};
+use yavipin_parent::control::{ErrorReply, RequestError, STATUS_REQUEST, TunnelStatus, socket_path};
 
 /// The device shown when none is named (the configuration's default device name).
 pub(crate) const DEFAULT_DEVICE: &str = "yavipin0";
@@ -44,7 +44,7 @@ pub(crate) enum ShowError {
     },
     /// The daemon answered with an error.
     #[error("yavipind: {0}")]
-    Daemon(String),
+    Daemon(RequestError),
     /// The answer is not what a daemon of this version sends.
     #[error("unexpected answer from {}: {detail}", path.display())]
     BadReply {

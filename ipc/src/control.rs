@@ -23,6 +23,8 @@ mod group {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use yavipin_proto::handshake::Group;
 
+    // serde's `with` passes a reference.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
     pub(super) fn serialize<S: Serializer>(group: &Group, serializer: S) -> Result<S::Ok, S::Error> {
         group.id().serialize(serializer)
     }

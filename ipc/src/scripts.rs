@@ -97,7 +97,7 @@ pub enum ParentToScripts {
 }
 
 /// Script runner to parent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScriptsToParent {
     /// Started, with its privileges reduced.
     Ready,

@@ -80,14 +80,14 @@ pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
         .try_into()
         .map_err(|fds: Vec<_>| ShellError::BadInit(format!("{} descriptors, expected 2", fds.len())))?;
     let io = Io::new(tun, socket, init.local)?;
-    let config = tunnel_config(&init, io.local)?;
+    let config = tunnel_config(&init, io.local);
     let mut tunnel = Tunnel::new(Instant::now(), config, OsRandom);
     parent.send(&NetdToParent::Ready).map_err(|source| ShellError::Channel { peer: "parent", source })?;
     log::debug!("{} running on {} ({:?}, jailed)", init.device, io.local, jailed.role());
     event_loop(&mut tunnel, io, &mut parent, &mut keyd)
 }
 
-fn tunnel_config(init: &NetdInit, local: SocketAddr) -> Result<TunnelConfig, ShellError> {
+fn tunnel_config(init: &NetdInit, local: SocketAddr) -> TunnelConfig {
     let mut config = TunnelConfig::new(HandshakeConfig::new(local, init.group, init.key_id), init.peer.map(normalize));
     let rekey = Duration::from_secs(u64::from(init.rekey_seconds));
     let liveness = &init.liveness;
@@ -105,7 +105,7 @@ fn tunnel_config(init: &NetdInit, local: SocketAddr) -> Result<TunnelConfig, She
         reject_after_time: 2 * rekey,
         ..DataConfig::default()
     };
-    Ok(config)
+    config
 }
 
 /// IPv4 peers appear as IPv4-mapped IPv6 addresses on a dual-stack socket; the core sees

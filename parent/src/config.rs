@@ -441,13 +441,12 @@ impl Config {
 }
 
 impl Config {
-    /// The tun MTU to set when path-MTU discovery reports `inner_mtu`: never above the
-    /// configured (or default) MTU, and never below 1280 when the tunnel carries IPv6, which
-    /// the kernel would answer by removing the IPv6 addresses (RFC 8200 requires 1280).
-    pub fn clamp_tun_mtu(&self, inner_mtu: u16) -> u16 {
+    /// The lowest MTU the tun device may be given when path-MTU discovery reports a smaller
+    /// one: 1280 when the tunnel carries IPv6, which the kernel would answer by removing the
+    /// IPv6 addresses (RFC 8200 requires 1280), else IPv4's 576.
+    pub fn mtu_floor(&self) -> u16 {
         let has_ipv6 = self.interface.addresses.iter().any(|a| matches!(a, IpNet::V6(_)));
-        let floor = if has_ipv6 { IPV6_MIN_MTU } else { 576 };
-        inner_mtu.min(self.tun_mtu()).max(floor)
+        if has_ipv6 { IPV6_MIN_MTU } else { 576 }
     }
 }
 
@@ -574,12 +573,10 @@ addresses = ["10.99.0.1/30"]
     }
 
     #[test]
-    fn discovered_mtus_are_clamped() {
-        let c = parse(MINIMAL).expect("valid");
-        assert_eq!(c.clamp_tun_mtu(1235), 1235);
-        assert_eq!(c.clamp_tun_mtu(9000), 1435);
+    fn the_mtu_floor_follows_the_inner_addresses() {
+        assert_eq!(parse(MINIMAL).expect("valid").mtu_floor(), 576);
         let c = parse("key_file = \"k\"\n[interface]\naddresses = [\"fd00::1/64\"]\n").expect("valid");
-        assert_eq!(c.clamp_tun_mtu(1235), 1280);
+        assert_eq!(c.mtu_floor(), 1280);
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
-    fn has_script(&self, event: ScriptEvent) -> bool {
+    fn has_script(self, event: ScriptEvent) -> bool {
         match event {
             ScriptEvent::Up => self.up_script,
             ScriptEvent::Down => self.down_script,
@@ -209,7 +209,7 @@ impl MonitorConfig {
     }
 
     /// What the device gets for a report of `inner_mtu`.
-    fn device_mtu(&self, inner_mtu: u16) -> u16 {
+    fn device_mtu(self, inner_mtu: u16) -> u16 {
         inner_mtu.min(self.max_inner_mtu).max(self.mtu_floor)
     }
 }
@@ -688,7 +688,7 @@ mod tests {
         let wake = m.poll_timeout().expect("waiting");
         m.handle_timeout(wake);
         assert!(matches!(actions(&mut m).as_slice(), [Action::SetLink { link: Link::Up { .. }, .. }]));
-        assert_eq!(m.counters().coalesced_links, 2 * 1000 + 1 - BURST as u64 - 1, "every other report coalesced");
+        assert_eq!(m.counters().coalesced_links, 2 * 1000 + 1 - u64::from(BURST) - 1, "every other report coalesced");
     }
 
     #[test]
@@ -805,6 +805,7 @@ mod tests {
             let mut now = start;
             let (mut up_now, mut link_up, mut link_changes) = (false, false, 0u32);
             let (mut running, mut last_script, mut mtu_changes) = (None, ScriptEvent::Down, 0u32);
+            let mut netd_owes_status = false;
             for input in inputs {
                 let result = match input {
                     Input::Up(host) => {
@@ -842,10 +843,10 @@ mod tests {
                         Ok(())
                     }
                     Input::Answer => {
-                        // netd answers only a query it was asked (the model: one in flight).
-                        let asked = m.status_pending();
+                        // A Status is permitted once per query netd was asked.
                         let result = m.handle_netd(now, NetdToParent::Status(NetdStatus::default()));
-                        if asked { prop_assert!(result.is_ok()); }
+                        prop_assert_eq!(result.is_ok(), netd_owes_status);
+                        netd_owes_status = false;
                         result
                     }
                 };
@@ -871,7 +872,8 @@ mod tests {
                             running = Some(event);
                             last_script = event;
                         }
-                        Action::ScriptFinished { .. } | Action::AskStatus | Action::StatusAnswer(_) => {}
+                        Action::AskStatus => netd_owes_status = true,
+                        Action::ScriptFinished { .. } | Action::StatusAnswer(_) => {}
                     }
                 }
                 let refills = u32::try_from((now - start).as_millis() / REFILL.as_millis()).unwrap_or(u32::MAX);

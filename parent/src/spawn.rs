@@ -3,7 +3,9 @@
 //! configuration, no key file contents), with an empty environment and only its channel
 //! sockets inherited.
 
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -18,6 +20,8 @@ pub enum WorkerRole {
     Netd,
     /// The key worker.
     Keyd,
+    /// The script runner (only with up or down scripts).
+    Scripts,
 }
 
 impl WorkerRole {
@@ -26,7 +30,28 @@ impl WorkerRole {
         match self {
             Self::Netd => "netd",
             Self::Keyd => "keyd",
+            Self::Scripts => "scripts",
         }
+    }
+}
+
+/// The program the workers are started from. The daemon uses [`Launcher::this_program`];
+/// a test harness may start its own program in their place.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    program: PathBuf,
+    extra: Vec<OsString>,
+}
+
+impl Launcher {
+    /// The running binary, re-executed.
+    pub fn this_program() -> Result<Self, SpawnError> {
+        Ok(Self { program: std::env::current_exe().map_err(SpawnError::SelfExe)?, extra: Vec::new() })
+    }
+
+    /// `program`, with `extra` arguments after the ones the parent passes.
+    pub fn new(program: PathBuf, extra: Vec<OsString>) -> Self {
+        Self { program, extra }
     }
 }
 
@@ -56,9 +81,14 @@ pub enum SpawnError {
 
 /// Starts `role` as `user` with `channels` inherited (their descriptor numbers are passed
 /// as arguments, in order). The channels are closed in the parent afterwards.
-pub fn spawn(role: WorkerRole, user: &str, channels: Vec<OwnedFd>, sink: Sink, verbose: bool) -> Result<Child, SpawnError> {
-    let exe = std::env::current_exe().map_err(SpawnError::SelfExe)?;
-    let mut command = Command::new(exe);
+pub fn spawn(
+    launcher: &Launcher,
+    role: WorkerRole,
+    user: &str,
+    channels: Vec<OwnedFd>,
+    (sink, verbose): (Sink, bool),
+) -> Result<Child, SpawnError> {
+    let mut command = Command::new(&launcher.program);
     command.arg("--role").arg(role.name()).arg("--user").arg(user);
     if verbose {
         command.arg("--verbose");
@@ -75,6 +105,7 @@ pub fn spawn(role: WorkerRole, user: &str, channels: Vec<OwnedFd>, sink: Sink, v
         command.arg("--channel").arg(fd.as_raw_fd().to_string());
     }
     let child = command
+        .args(&launcher.extra)
         .env_clear()
         .stdin(Stdio::null())
         .spawn()

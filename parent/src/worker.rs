@@ -27,13 +27,17 @@ fn inherited_socket(raw: RawFd) -> Result<OwnedFd, String> {
 }
 
 /// Runs the worker `role` on the inherited `channels` (towards the parent first, then
-/// towards the other worker).
+/// towards the other worker; the script runner has only the first).
 pub fn run(role: WorkerRole, user: &str, channels: &[RawFd]) -> ExitCode {
     let channels: Result<Vec<OwnedFd>, String> = channels.iter().map(|&fd| inherited_socket(fd)).collect();
     let result = match (role, channels) {
         (_, Err(e)) => Err(e),
         (WorkerRole::Netd, Ok(channels)) => yavipin_netd::shell::run(channels, user).map_err(|e| e.to_string()),
         (WorkerRole::Keyd, Ok(channels)) => yavipin_keyd::shell::run(channels, user).map_err(|e| e.to_string()),
+        (WorkerRole::Scripts, Ok(channels)) => match <[OwnedFd; 1]>::try_from(channels) {
+            Ok([channel]) => crate::scripts::run(channel).map_err(|e| e.to_string()),
+            Err(channels) => Err(format!("{} channels, expected 1", channels.len())),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

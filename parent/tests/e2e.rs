@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use yavipin_parent::control::RequestError;
 use yavipin_tests::attacker::memory_contains;
 use yavipin_tests::netns::{Daemon, Netns, Scratch, hex, k_auth, random_key, release_binary, require_root, veth};
 
@@ -356,11 +357,17 @@ fn the_control_socket_is_private_and_robust() {
 
     // Garbage, oversize and empty requests get an error object, nothing else.
     let oversize = vec![0xff; 100_000];
-    for request in [&b"garbage\n"[..], &oversize, b"", b"status", b"status\nstatus\n"] {
+    for (request, expected) in [
+        (&b"garbage\n"[..], RequestError::Unknown),
+        (&oversize, RequestError::TooLong),
+        (b"", RequestError::Unknown),
+        (b"status", RequestError::Unknown),
+        (b"status\nstatus\n", RequestError::Unknown),
+    ] {
         let answer = control_exchange(device, request);
         let error: yavipin_parent::control::ErrorReply =
             serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
-        assert!(!error.error.is_empty());
+        assert_eq!(error.error, expected, "{answer}");
     }
     // And the daemon still answers, with no key material in the answer.
     let answer = control_exchange(device, b"status\n");

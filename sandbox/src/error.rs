@@ -234,6 +234,27 @@ pub enum Cause {
         /// What is left.
         caps: String,
     },
+    /// A capability set is not exactly what the process keeps.
+    #[error("capability set {set} holds {caps}, expected {expected}")]
+    CapsMismatch {
+        /// The set.
+        set: &'static str,
+        /// What it holds.
+        caps: String,
+        /// What it must hold.
+        expected: String,
+    },
+    /// The process that started this one is gone, so its death cannot end this one.
+    #[error("the parent process is gone (parent is now pid {0})")]
+    ParentGone(i32),
+    /// A directory to confine into is not safe.
+    #[error("{path}: {problem}")]
+    UnsafeRoot {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A prctl state did not stick.
     #[error("{0} did not take effect")]
     NotApplied(&'static str),
