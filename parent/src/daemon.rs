@@ -171,6 +171,8 @@ pub fn run(config_path: &Path, sink: Sink, verbose: bool) -> Result<(), DaemonEr
 
 /// [`run`], starting the workers from `launcher`.
 pub fn run_with(config_path: &Path, launcher: &Launcher, logging: (Sink, bool)) -> Result<(), DaemonError> {
+    // Nothing inherited by accident may survive into the confined parent or its workers.
+    yavipin_sandbox::close_stray_descriptors()?;
     let config = check(config_path)?;
     let mut psk_bytes = load_psk(&config.key_file)?;
     let psk = Psk::new(&mut psk_bytes);
@@ -367,6 +369,7 @@ impl Supervisor<'_> {
                     _ => {} // SIGHUP: nothing to reload; a new configuration needs a restart.
                 }
             }
+            let was_ready = self.monitor.ready();
             if ready[NETD] {
                 let message = self.workers.netd.recv::<NetdToParent>()?;
                 self.monitor.handle_netd(now, message)?;
@@ -374,6 +377,15 @@ impl Supervisor<'_> {
             if ready[KEYD] {
                 let message = self.workers.keyd.recv::<KeydToParent>()?;
                 self.monitor.handle_keyd(message)?;
+            }
+            let is_ready = self.monitor.ready();
+            for (worker, started, before, after) in [
+                (Worker::Netd, &self.workers.netd, was_ready.0, is_ready.0),
+                (Worker::Keyd, &self.workers.keyd, was_ready.1, is_ready.1),
+            ] {
+                if after && !before {
+                    log::info!("{} running as pid {}", worker.name(), started.child.id());
+                }
             }
             if ready[SCRIPTS]
                 && let Some(scripts) = &mut self.workers.scripts

@@ -82,6 +82,12 @@ pub fn restrict_script_runner(keep_fds: &[RawFd]) -> Result<(), JailError> {
     no_new_privs().map_err(at(Step::NoNewPrivs))
 }
 
+/// Closes every descriptor but 0, 1 and 2: what the daemon inherited by accident (from a
+/// shell, a wrapper, a test harness). Call first thing, before anything owns a descriptor.
+pub fn close_stray_descriptors() -> Result<(), JailError> {
+    close_inherited_fds(&[0, 1, 2].into()).map_err(|cause| JailError::new(Step::Descriptors, cause))
+}
+
 fn prepare(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
     if ![0, 1, 2].iter().all(|fd| keep.contains(fd)) {
         return Err(Cause::Spec("descriptors 0, 1 and 2 must be kept".to_owned()));
@@ -95,8 +101,9 @@ fn prepare(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
 
 fn exactly_open(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
     let open = open_fds()?;
-    if let Some(fd) = open.difference(keep).next() {
-        return Err(Cause::FdStillOpen(*fd));
+    if let Some(&fd) = open.difference(keep).next() {
+        let what = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_or_else(|e| e.to_string(), |p| p.display().to_string());
+        return Err(Cause::UnexpectedFd { fd, what });
     }
     if let Some(fd) = keep.difference(&open).next() {
         return Err(Cause::KeptFdNotOpen(*fd));

@@ -187,6 +187,14 @@ pub enum Cause {
     /// A descriptor outside the keep-list is still open after closing.
     #[error("descriptor {0} is still open after closing inherited descriptors")]
     FdStillOpen(RawFd),
+    /// A descriptor the process does not account for is open.
+    #[error("descriptor {fd} ({what}) is open but not accounted for")]
+    UnexpectedFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// What it refers to.
+        what: String,
+    },
     /// A descriptor of the keep-list is not open.
     #[error("kept descriptor {0} is not open")]
     KeptFdNotOpen(RawFd),

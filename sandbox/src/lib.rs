@@ -116,7 +116,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{self, Gid, Pid, Uid, User};
 use seccompiler::BpfProgram;
 
-pub use confine::{Confined, KEPT, confine_parent, restrict_script_runner};
+pub use confine::{Confined, KEPT, close_stray_descriptors, confine_parent, restrict_script_runner};
 pub use error::{Cause, JailError, Step};
 pub use policy::{Policy, PolicyError};
 pub use root::{EmptyRoot, EmptyRootError, ensure_empty_root};
