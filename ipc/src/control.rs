@@ -217,12 +217,8 @@ mod tests {
     #[test]
     fn keyd_init_carries_the_key_and_never_prints_it() {
         let (mut parent, mut keyd) = pair(Ancillary::None).expect("pair");
-        let init = KeydInit {
-            key_id: 7,
-            psk: Psk::new(&mut [0xc3; 32]),
-            group: Group::Modp2048,
-            dh_renewal_seconds: 600,
-        };
+        let init =
+            KeydInit { key_id: 7, psk: Psk::new(&mut [0xc3; 32]), group: Group::Modp2048, dh_renewal_seconds: 600 };
         let shown = format!("{init:?}");
         assert!(shown.contains("Psk(..)") && !shown.contains("195"), "{shown}");
         parent.send(&ParentToKeyd::Init(init)).expect("send");
@@ -270,7 +266,9 @@ mod tests {
         // Variant, key id (varint 7), 32 key bytes, then the group's number.
         assert_eq!(bytes[2 + 32], 14);
         bytes[2 + 32] = 15;
-        assert!(matches!(crate::frame::decode::<ParentToKeyd>(&bytes), Ok(ParentToKeyd::Init(i)) if i.group == Group::Modp3072));
+        assert!(
+            matches!(crate::frame::decode::<ParentToKeyd>(&bytes), Ok(ParentToKeyd::Init(i)) if i.group == Group::Modp3072)
+        );
         for id in [0, 2, 5, 13, 16, 255] {
             bytes[2 + 32] = id;
             assert!(crate::frame::decode::<ParentToKeyd>(&bytes).is_err(), "group {id} decoded");

@@ -118,10 +118,6 @@ fn status<R: yavipin_proto::Random>(daemon: &KeyDaemon<R>) -> KeydStatus {
         sessions: counters.sessions,
         modexps: daemon.modexps(),
         keys_handed_out: counters.send_keys + counters.recv_keys,
-        failures: FailReason::ALL
-            .iter()
-            .map(|&r| (r, counters.failed(r)))
-            .filter(|(_, n)| *n > 0)
-            .collect(),
+        failures: FailReason::ALL.iter().map(|&r| (r, counters.failed(r))).filter(|(_, n)| *n > 0).collect(),
     }
 }

@@ -409,10 +409,7 @@ mod tests {
             ]
         );
         // Nothing new: no line. Then one reason moves: only it is named.
-        assert_eq!(
-            report.report(t0 + second * 40, || counts(&[(BAD_MAC, 30_000), (TOO_SHORT, 30)])),
-            None
-        );
+        assert_eq!(report.report(t0 + second * 40, || counts(&[(BAD_MAC, 30_000), (TOO_SHORT, 30)])), None);
         let line = report.report(t0 + second * 50, || counts(&[(BAD_MAC, 30_000), (TOO_SHORT, 31)]));
         assert_eq!(line.as_deref(), Some("dropped in the last 10 s: data/too-short 1"));
         // Between reports the counters are not even read.

@@ -466,10 +466,9 @@ impl Supervisor<'_> {
                     ScriptOutcome::Succeeded => log::info!("{event} script finished"),
                     ScriptOutcome::Failed { code } => log::warn!("{event} script failed: exit status {code}"),
                     ScriptOutcome::Signaled { signal } => log::warn!("{event} script killed by signal {signal}"),
-                    ScriptOutcome::TimedOut => log::warn!(
-                        "{event} script killed after {} s",
-                        self.config.scripts.timeout_seconds
-                    ),
+                    ScriptOutcome::TimedOut => {
+                        log::warn!("{event} script killed after {} s", self.config.scripts.timeout_seconds);
+                    }
                     ScriptOutcome::NotStarted { errno } => {
                         log::warn!("{event} script not started: {}", nix::errno::Errno::from_raw(errno));
                     }

@@ -112,12 +112,22 @@ pub fn check(kind: Kind, file: &Path) -> Result<(), FileError> {
     for path in real.ancestors() {
         let meta = std::fs::metadata(path).map_err(unreadable)?;
         if meta.uid() != 0 {
-            return Err(FileError::NotRootOwned { kind, file: file.to_owned(), path: path.to_owned(), uid: meta.uid() });
+            return Err(FileError::NotRootOwned {
+                kind,
+                file: file.to_owned(),
+                path: path.to_owned(),
+                uid: meta.uid(),
+            });
         }
         let mode = meta.permissions().mode();
         let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
         if mode & 0o022 != 0 && !sticky_dir {
-            return Err(FileError::Writable { kind, file: file.to_owned(), path: path.to_owned(), mode: mode & 0o7777 });
+            return Err(FileError::Writable {
+                kind,
+                file: file.to_owned(),
+                path: path.to_owned(),
+                mode: mode & 0o7777,
+            });
         }
     }
     if kind.is_script() && meta.permissions().mode() & 0o100 == 0 {

@@ -606,7 +606,10 @@ mod tests {
         let now = Instant::now();
         let mut m = Monitor::new(config(false, false));
         for early in [up(), down(), NetdToParent::Mtu { path_mtu: 1500, inner_mtu: 1455 }] {
-            assert!(matches!(problem(Monitor::new(config(false, false)).handle_netd(now, early)), Problem::NotReady(_)));
+            assert!(matches!(
+                problem(Monitor::new(config(false, false)).handle_netd(now, early)),
+                Problem::NotReady(_)
+            ));
         }
         m.handle_netd(now, NetdToParent::Ready).expect("first Ready");
         assert_eq!(problem(m.handle_netd(now, NetdToParent::Ready)), Problem::ReadyAgain);
@@ -633,10 +636,14 @@ mod tests {
             assert_eq!(problem(m.handle_netd(now, NetdToParent::TunnelUp { peer })), Problem::BadPeer(peer));
         }
         // The inner MTU within MIN_INNER_MTU..=1435, the path MTU 45 (IPv4) or 65 (IPv6) above it.
-        for (path_mtu, inner_mtu) in [(1500, 1436), (9000, 8955), (575, 530), (1500, 1454), (1500, 1500), (100, 200), (0, 0)]
+        for (path_mtu, inner_mtu) in
+            [(1500, 1436), (9000, 8955), (575, 530), (1500, 1454), (1500, 1500), (100, 200), (0, 0)]
         {
             assert!(
-                matches!(problem(m.handle_netd(now, NetdToParent::Mtu { path_mtu, inner_mtu })), Problem::BadMtu { .. }),
+                matches!(
+                    problem(m.handle_netd(now, NetdToParent::Mtu { path_mtu, inner_mtu })),
+                    Problem::BadMtu { .. }
+                ),
                 "{path_mtu}/{inner_mtu}"
             );
         }

@@ -179,9 +179,8 @@ impl Device {
     pub fn open(name: &str, addresses: &[IpNet]) -> Result<Self, LinkError> {
         let index = nix::net::if_::if_nametoindex(name)
             .map_err(|source| LinkError::NoDevice { name: name.to_owned(), source })?;
-        let socket =
-            socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
-                .map_err(LinkError::Socket)?;
+        let socket = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
+            .map_err(LinkError::Socket)?;
         Ok(Self { name: name.to_owned(), index, socket, seq: 0, addresses: addresses.to_vec() })
     }
 
@@ -232,7 +231,9 @@ impl Device {
             };
             match acknowledgement(&reply[..len], seq) {
                 Some(Ok(())) => return Ok(()),
-                Some(Err(source)) => return Err(LinkError::Refused { device: self.name.clone(), what: what(), source }),
+                Some(Err(source)) => {
+                    return Err(LinkError::Refused { device: self.name.clone(), what: what(), source });
+                }
                 // An answer to an earlier request that gave up: read on.
                 None if len >= NLMSG_HDR_LEN => {}
                 None => return Err(LinkError::BadReply(what())),

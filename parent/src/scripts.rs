@@ -272,7 +272,9 @@ mod tests {
     #[test]
     fn scripts_get_their_environment_one_at_a_time_and_a_deadline() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: scripts_get_their_environment_one_at_a_time_and_a_deadline needs root (scripts must be root's)");
+            eprintln!(
+                "SKIPPED: scripts_get_their_environment_one_at_a_time_and_a_deadline needs root (scripts must be root's)"
+            );
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -294,7 +296,9 @@ mod tests {
         let text = std::fs::read_to_string(&out).expect("scripts ran");
         assert_eq!(text, "up yvs0 [10.1.0.1/30 fd01::1/64] 198.18.0.2:5555 \ndown yvs0 [10.1.0.1/30 fd01::1/64]  \n");
         // Requests the runner refuses.
-        for (event, peer) in [(ScriptEvent::Up, None), (ScriptEvent::Down, peer), (ScriptEvent::Up, "0.0.0.0:1".parse().ok())] {
+        for (event, peer) in
+            [(ScriptEvent::Up, None), (ScriptEvent::Down, peer), (ScriptEvent::Up, "0.0.0.0:1".parse().ok())]
+        {
             assert!(matches!(runner.start(now, event, peer), Err(RunnerError::Request(_))), "{event} {peer:?}");
         }
 

@@ -102,7 +102,8 @@ fn prepare(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
 fn exactly_open(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
     let open = open_fds()?;
     if let Some(&fd) = open.difference(keep).next() {
-        let what = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_or_else(|e| e.to_string(), |p| p.display().to_string());
+        let what = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map_or_else(|e| e.to_string(), |p| p.display().to_string());
         return Err(Cause::UnexpectedFd { fd, what });
     }
     if let Some(fd) = keep.difference(&open).next() {

@@ -482,8 +482,11 @@ mod tests {
     #[test]
     fn the_parent_policy_is_the_workers_plus_little() {
         for arch in SUPPORTED_ARCHES {
-            let parent: Vec<String> = rules(Policy::Parent, arch).expect("valid").into_iter().map(|r| r.syscall).collect();
-            for never in ["socket", "execve", "execveat", "clone", "clone3", "fork", "vfork", "kill", "ptrace", "openat"] {
+            let parent: Vec<String> =
+                rules(Policy::Parent, arch).expect("valid").into_iter().map(|r| r.syscall).collect();
+            for never in
+                ["socket", "execve", "execveat", "clone", "clone3", "fork", "vfork", "kill", "ptrace", "openat"]
+            {
                 assert!(!parent.iter().any(|s| s == never), "the parent allows {never}");
             }
             let unlink = if arch == "x86_64" { "unlink" } else { "unlinkat" };

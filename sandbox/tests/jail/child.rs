@@ -304,10 +304,25 @@ impl World {
         let listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("bind");
         let mut client = std::os::unix::net::UnixStream::connect(&socket_path).expect("connect");
         client.write_all(b"status\n").expect("request");
-        let netlink = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, nix::sys::socket::SockProtocol::NetlinkRoute)
-            .expect("netlink socket");
+        let netlink = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )
+        .expect("netlink socket");
         let child = std::process::Command::new("/bin/true").spawn().expect("a child");
-        World { pair, pipe, udp, udp_addr, epoll, control: (listener, client), socket_path, netlink, child: Mutex::new(Some(child)) }
+        World {
+            pair,
+            pipe,
+            udp,
+            udp_addr,
+            epoll,
+            control: (listener, client),
+            socket_path,
+            netlink,
+            child: Mutex::new(Some(child)),
+        }
     }
 
     /// Every kind of call the role's event loop makes, under the filter.
@@ -386,7 +401,8 @@ fn random() {
 /// removed at exit.
 fn parent_only(world: &World) {
     let (listener, client) = &world.control;
-    let served = nix::sys::socket::accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).expect("accept4");
+    let served =
+        nix::sys::socket::accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).expect("accept4");
     let mut buf = [0u8; 64];
     assert_eq!(read(&served, &mut buf).expect("read request"), 7);
     write(&served, b"{}\n").expect("write reply");
@@ -400,7 +416,9 @@ fn parent_only(world: &World) {
     let kernel = nix::sys::socket::NetlinkAddr::new(0, 0);
     sendto(world.netlink.as_raw_fd(), &request, &kernel, MsgFlags::empty()).expect("netlink sendto");
     let mut answer = [0u8; 4096];
-    assert!(recvfrom::<nix::sys::socket::NetlinkAddr>(world.netlink.as_raw_fd(), &mut answer).expect("recvfrom").0 > 16);
+    assert!(
+        recvfrom::<nix::sys::socket::NetlinkAddr>(world.netlink.as_raw_fd(), &mut answer).expect("recvfrom").0 > 16
+    );
     let _ = client;
     let mut child = world.child.lock().expect("child").take().expect("a child");
     let _ = child.wait().expect("wait4");
