@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn netd_init_carries_two_descriptors() {
-        let (mut parent, mut netd) = pair(Ancillary::Descriptors).expect("pair");
+        let (mut netd, mut parent) = pair(Ancillary::Descriptors).expect("pair");
         let a = tempfile::tempfile().expect("file");
         let b = tempfile::tempfile().expect("file");
         let init = NetdInit {
