@@ -217,8 +217,9 @@ pub fn run(channel: OwnedFd) -> Result<(), RunnerError> {
         }
         if from_parent {
             match channel.recv::<ParentToScripts>() {
-                // The daemon stopped: dropping the runner kills a running script.
-                Err(FrameError::Closed) => return Ok(()),
+                // The daemon stopped (a reset: with the runner's messages unread): dropping
+                // the runner kills a running script.
+                Err(FrameError::Closed | FrameError::Io(nix::Error::ECONNRESET)) => return Ok(()),
                 Err(e) => return Err(e.into()),
                 Ok(received) => match received.message {
                     ParentToScripts::Init(_) => return Err(RunnerError::Request("a second Init")),
