@@ -42,7 +42,7 @@ use crate::keyfile::{KeyFileError, load_psk};
 use crate::logging::Sink;
 use crate::monitor::{Action, Link, Monitor, MonitorConfig, Violation, Worker};
 use crate::netlink::{Device, LinkError};
-use crate::spawn::{Launcher, SpawnError, WorkerRole, spawn};
+use crate::spawn::{Launcher, SpawnError, WorkerRole, kill, pidfd, spawn};
 use crate::tundev::{self, TunError};
 
 /// How long each worker gets to finish after being told to stop.
@@ -130,10 +130,12 @@ pub fn check(config_path: &Path) -> Result<Config, DaemonError> {
     Ok(config)
 }
 
-/// A started worker and its channel.
+/// A started worker, its pidfd (the only way the confined parent can signal it) and its
+/// channel.
 struct Started {
     worker: Worker,
     child: Child,
+    pidfd: OwnedFd,
     channel: Channel,
 }
 
@@ -207,7 +209,7 @@ pub fn run_with(config_path: &Path, launcher: &Launcher, logging: (Sink, bool)) 
 
     let result = send_inits(&config, &mut workers, psk, tun, (socket.into(), local)).and_then(|()| {
         let mut keep: Vec<RawFd> = vec![0, 1, 2, signal_fd.as_raw_fd(), control.as_fd().as_raw_fd(), device.fd()];
-        keep.extend(workers.all().map(|w| w.channel.as_fd().as_raw_fd()));
+        keep.extend(workers.all().flat_map(|w| [w.channel.as_fd().as_raw_fd(), w.pidfd.as_raw_fd()]));
         let confined = yavipin_sandbox::confine_parent(&keep, Path::new(RUN_DIR))?;
         control.entered_run_dir();
         let monitor = Monitor::new(MonitorConfig {
@@ -230,14 +232,16 @@ fn start_workers(config: &Config, launcher: &Launcher, logging: (Sink, bool)) ->
     let (keyd_parent, parent_keyd) = pair(Ancillary::None).map_err(channel_error(Worker::Keyd))?;
     let (netd_keyd, keyd_netd) = pair(Ancillary::None).map_err(channel_error(Worker::Netd))?;
     let user = &config.user;
-    let netd = spawn(launcher, WorkerRole::Netd, user, vec![netd_parent.into_fd(), netd_keyd.into_fd()], logging)?;
-    let netd = Started { worker: Worker::Netd, child: netd, channel: parent_netd };
-    let keyd = spawn(launcher, WorkerRole::Keyd, user, vec![keyd_parent.into_fd(), keyd_netd.into_fd()], logging)?;
-    let keyd = Started { worker: Worker::Keyd, child: keyd, channel: parent_keyd };
+    let start = |role, worker, channels, channel| -> Result<Started, DaemonError> {
+        let child = spawn(launcher, role, user, channels, logging)?;
+        let pidfd = pidfd(role, &child)?;
+        Ok(Started { worker, child, pidfd, channel })
+    };
+    let netd = start(WorkerRole::Netd, Worker::Netd, vec![netd_parent.into_fd(), netd_keyd.into_fd()], parent_netd)?;
+    let keyd = start(WorkerRole::Keyd, Worker::Keyd, vec![keyd_parent.into_fd(), keyd_netd.into_fd()], parent_keyd)?;
     let scripts = if config.scripts.up.is_some() || config.scripts.down.is_some() {
         let (runner_parent, parent_runner) = pair(Ancillary::None).map_err(channel_error(Worker::Scripts))?;
-        let child = spawn(launcher, WorkerRole::Scripts, user, vec![runner_parent.into_fd()], logging)?;
-        Some(Started { worker: Worker::Scripts, child, channel: parent_runner })
+        Some(start(WorkerRole::Scripts, Worker::Scripts, vec![runner_parent.into_fd()], parent_runner)?)
     } else {
         None
     };
@@ -506,24 +510,22 @@ fn poll_if(wanted: bool, flags: PollFlags) -> PollFlags {
 
 /// Stops the workers one after the other: netd first (it sends the shutdown notice to the
 /// peer and may still need keyd until then), then keyd, then the script runner (which kills
-/// a running script). Each gets [`STOP_GRACE`] to exit (its exit wakes the signalfd with
-/// SIGCHLD). The parent keeps no capability to kill them: a worker still running when the
-/// parent exits is killed by the kernel (its parent-death signal); the runner ends when its
-/// channel closes.
+/// a running script when its channel closes). Each gets [`STOP_GRACE`] to exit (its exit
+/// wakes the signalfd with SIGCHLD) before it is killed through its pidfd.
 fn stop(workers: Workers, signal_fd: &SignalFd) {
     let Workers { mut netd, mut keyd, scripts } = workers;
     let _ = netd.channel.send(&ParentToNetd::Shutdown);
-    wait(netd.worker, &mut netd.child, signal_fd);
+    wait_or_kill(netd.worker, &mut netd.child, &netd.pidfd, signal_fd);
     let _ = keyd.channel.send(&ParentToKeyd::Shutdown);
-    wait(keyd.worker, &mut keyd.child, signal_fd);
-    if let Some(Started { worker, mut child, channel }) = scripts {
+    wait_or_kill(keyd.worker, &mut keyd.child, &keyd.pidfd, signal_fd);
+    if let Some(Started { worker, mut child, pidfd, channel }) = scripts {
         // Closing the channel is the runner's signal to stop.
         drop(channel);
-        wait(worker, &mut child, signal_fd);
+        wait_or_kill(worker, &mut child, &pidfd, signal_fd);
     }
 }
 
-fn wait(worker: Worker, child: &mut Child, signal_fd: &SignalFd) {
+fn wait_or_kill(worker: Worker, child: &mut Child, pidfd: &OwnedFd, signal_fd: &SignalFd) {
     let deadline = Instant::now() + STOP_GRACE;
     loop {
         match child.try_wait() {
@@ -538,7 +540,9 @@ fn wait(worker: Worker, child: &mut Child, signal_fd: &SignalFd) {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            log::warn!("{} did not stop in time; it ends with the parent", worker.name());
+            log::warn!("{} did not stop in time, killing it", worker.name());
+            let _ = kill(pidfd);
+            let _ = child.wait();
             return;
         }
         let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);

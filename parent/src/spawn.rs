@@ -69,6 +69,14 @@ pub enum SpawnError {
         /// What failed.
         source: nix::Error,
     },
+    /// The pidfd of a started worker could not be opened.
+    #[error("cannot open a pidfd for {role}: {source}")]
+    Pidfd {
+        /// The worker.
+        role: &'static str,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// exec failed.
     #[error("cannot start {role}: {source}")]
     Exec {
@@ -113,4 +121,33 @@ pub fn spawn(
     // Our copies are no longer needed: each channel end now belongs to the child.
     drop(channels);
     Ok(child)
+}
+
+/// A pidfd for `child` (Linux 5.3): after its confinement the parent can signal only the
+/// processes it holds one for, which are its workers.
+pub fn pidfd(role: WorkerRole, child: &Child) -> Result<OwnedFd, SpawnError> {
+    let error = |source| SpawnError::Pidfd { role: role.name(), source };
+    let pid = libc::pid_t::try_from(child.id()).map_err(|_| error(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
+    // memory is passed.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = std::os::fd::RawFd::try_from(fd).map_err(|_| error(std::io::Error::last_os_error()))?;
+    if fd < 0 {
+        return Err(error(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by nothing else.
+    #[allow(unsafe_code)]
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Sends SIGKILL to the process behind `pidfd`.
+pub fn kill(pidfd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal reads no memory when its siginfo pointer is null; the
+    // descriptor is open for the call's duration.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }

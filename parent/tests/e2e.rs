@@ -532,10 +532,12 @@ fn status_of(pid: u32) -> String {
 
 /// `CAP_NET_ADMIN` (bit 12) alone, as /proc prints a capability set.
 const NET_ADMIN_ONLY: &str = "0000000000001000";
+/// `CAP_NET_ADMIN` and `CAP_KILL` (bit 5): what the parent keeps.
+const NET_ADMIN_AND_KILL: &str = "0000000000001020";
 
 #[test]
-fn after_setup_the_parent_keeps_net_admin_alone_and_scripts_run_through_the_runner() {
-    if !require_root("after_setup_the_parent_keeps_net_admin_alone_and_scripts_run_through_the_runner") {
+fn after_setup_the_parent_keeps_two_capabilities_and_scripts_run_through_the_runner() {
+    if !require_root("after_setup_the_parent_keeps_two_capabilities_and_scripts_run_through_the_runner") {
         return;
     }
     let mut record = std::path::PathBuf::new();
@@ -550,13 +552,13 @@ fn after_setup_the_parent_keeps_net_admin_alone_and_scripts_run_through_the_runn
     });
     assert!(pair.daemon_a.wait_for("up script finished", UP_TIMEOUT).is_some(), "{:#?}", pair.daemon_a.log());
 
-    // The parent: root, but CAP_NET_ADMIN alone (bounding set included), no-new-privs, its
-    // seccomp filter on every thread, chrooted into the run directory.
+    // The parent: root, but CAP_NET_ADMIN and CAP_KILL alone (bounding set included),
+    // no-new-privs, its seccomp filter on every thread, chrooted into the run directory.
     let parent = pair.daemon_a.pid();
     let status = status_of(parent);
     assert_eq!(status_field(&status, "Uid").split_whitespace().next(), Some("0"));
     for cap in ["CapEff", "CapPrm", "CapBnd"] {
-        assert_eq!(status_field(&status, cap), NET_ADMIN_ONLY, "parent {cap}");
+        assert_eq!(status_field(&status, cap), NET_ADMIN_AND_KILL, "parent {cap}");
     }
     for cap in ["CapInh", "CapAmb"] {
         assert_eq!(status_field(&status, cap), "0000000000000000", "parent {cap}");
@@ -654,4 +656,53 @@ fn a_slow_control_client_does_not_delay_detecting_a_dead_worker() {
     assert!(at_detection < REQUEST / 2, "the death was noticed only after the slow client sent {at_detection} bytes");
     assert_eq!(pair.daemon_a.wait().code(), Some(1));
     let _ = client.join();
+}
+
+fn stopped_netd(pair: &Pair) -> (u32, nix::unistd::Pid) {
+    let netd = pair
+        .daemon_a
+        .workers()
+        .into_iter()
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("netd")))
+        .expect("netd");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(netd).expect("pid"));
+    // Stopped, netd cannot obey a Shutdown.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop netd");
+    (netd, pid)
+}
+
+fn ended(pid: u32) -> bool {
+    yavipin_tests::netns::eventually(Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z ")
+    })
+}
+
+#[test]
+fn a_worker_that_does_not_stop_is_killed_through_its_pidfd() {
+    if !require_root("a_worker_that_does_not_stop_is_killed_through_its_pidfd") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    let (netd, _) = stopped_netd(&pair);
+    let _ = pair.daemon_a.stop();
+    assert!(pair.daemon_a.log().iter().any(|l| l.contains("netd did not stop in time, killing it")));
+    assert!(ended(netd), "netd outlived the parent's grace period");
+}
+
+#[test]
+fn a_worker_dies_with_its_parent() {
+    if !require_root("a_worker_dies_with_its_parent") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    let (netd, _) = stopped_netd(&pair);
+    let parent = nix::unistd::Pid::from_raw(i32::try_from(pair.daemon_a.pid()).expect("pid"));
+    // The parent gets no chance to stop anything: the kernel delivers netd's
+    // parent-death signal, SIGKILL, which a stopped process takes too.
+    nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGKILL).expect("kill the parent");
+    let _ = pair.daemon_a.wait();
+    // Killed, the parent could not remove its control socket.
+    let _ = std::fs::remove_file(format!("/run/yavipin/{}.sock", pair.a.name()));
+    assert!(ended(netd), "netd outlived its parent");
 }

@@ -15,17 +15,21 @@
 //!    sockets and the workers' empty root remain nameable, and the filter lets the parent
 //!    remove files there and nothing else.
 //! 3. **Capabilities** ([`Step::Capabilities`]): the bounding set, permitted and effective
-//!    sets are cut to `CAP_NET_ADMIN` (link state, MTU and addresses of the tun device);
+//!    sets are cut to `CAP_NET_ADMIN` (link state, MTU and addresses of the tun device) and
+//!    `CAP_KILL` (to stop a worker that hangs, which runs under another uid; the kernel also
+//!    checks it when it delivers the workers' parent-death signal), see [`PARENT_KEEPS`];
 //!    inheritable and ambient are emptied.
 //! 4. **Verify** ([`Step::Verify`]): the five sets read back as exactly that.
 //! 5. **No new privileges** ([`Step::NoNewPrivs`]).
 //! 6. **Memory** ([`Step::Memory`]): not dumpable, no core file.
 //! 7. **seccomp** ([`Step::Seccomp`]): `sandbox/seccomp/parent.json`, kill by default, on
-//!    every thread. It has no `execve`, `fork` or `clone`, no `open`, `socket` or `kill`.
+//!    every thread. It has no `execve`, `fork` or `clone`, no `open` or `socket`, and no
+//!    `kill`: a signal goes only through `pidfd_send_signal`, and only `SIGKILL`, so only to
+//!    the workers whose pidfds the parent opened before it confined itself.
 //!
 //! The script runner, by [`restrict_script_runner`]: close every descriptor but its channel
-//! and 0, 1, 2 and clear the environment; cut the capability sets to `CAP_NET_ADMIN` as
-//! above and verify them; no new privileges. Scripts it starts run as uid 0 with exactly
+//! and 0, 1, 2 and clear the environment; cut the capability sets to `CAP_NET_ADMIN`
+//! ([`RUNNER_KEEPS`]) and verify them; no new privileges. Scripts it starts run as uid 0 with exactly
 //! that capability (for uid 0, `execve` gives the bounding set, and no-new-privs keeps it
 //! within what the runner holds): they may configure the network (routes, firewall rules,
 //! addresses) and write files root owns, nothing that needs another capability. The runner
@@ -51,8 +55,12 @@ use crate::{applied, caps_err, clear_environment, close_inherited_fds, open_fds,
 #[must_use = "the parent's event loop must only start with the proof that it is confined"]
 pub struct Confined(());
 
-/// The one capability the parent and the script runner keep.
-pub const KEPT: Capability = Capability::CAP_NET_ADMIN;
+/// What the parent keeps: the tun device's link state, MTU and addresses; stopping a
+/// worker that hangs (and the kernel's delivery of the workers' parent-death signal, which
+/// is checked against the parent's credentials), through its workers' pidfds only.
+pub const PARENT_KEEPS: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_KILL];
+/// What the script runner, and so its scripts, keep: network configuration.
+pub const RUNNER_KEEPS: [Capability; 1] = [Capability::CAP_NET_ADMIN];
 
 /// Confines the parent, in the order documented above. `keep_fds` must name every open
 /// descriptor (0, 1 and 2 included); `root` is the run directory.
@@ -62,8 +70,8 @@ pub fn confine_parent(keep_fds: &[RawFd], root: &Path) -> Result<Confined, JailE
     let filter = prepare(&keep).and_then(|()| Ok(policy::compile(Policy::Parent)?)).map_err(at(Step::Prepare))?;
     exactly_open(&keep).and_then(|()| clear_environment()).map_err(at(Step::Descriptors))?;
     enter(root).map_err(at(Step::Chroot))?;
-    keep_only(KEPT).map_err(at(Step::Capabilities))?;
-    verify_only(KEPT).map_err(at(Step::Verify))?;
+    keep_only(&PARENT_KEEPS).map_err(at(Step::Capabilities))?;
+    verify_only(&PARENT_KEEPS).map_err(at(Step::Verify))?;
     no_new_privs().map_err(at(Step::NoNewPrivs))?;
     not_dumpable().map_err(at(Step::Memory))?;
     seccompiler::apply_filter_all_threads(&filter).map_err(Cause::Seccomp).map_err(at(Step::Seccomp))?;
@@ -77,8 +85,8 @@ pub fn restrict_script_runner(keep_fds: &[RawFd]) -> Result<(), JailError> {
     let keep: BTreeSet<RawFd> = keep_fds.iter().copied().collect();
     prepare(&keep).map_err(at(Step::Prepare))?;
     close_inherited_fds(&keep).and_then(|()| clear_environment()).map_err(at(Step::Descriptors))?;
-    keep_only(KEPT).map_err(at(Step::Capabilities))?;
-    verify_only(KEPT).map_err(at(Step::Verify))?;
+    keep_only(&RUNNER_KEEPS).map_err(at(Step::Capabilities))?;
+    verify_only(&RUNNER_KEEPS).map_err(at(Step::Verify))?;
     no_new_privs().map_err(at(Step::NoNewPrivs))
 }
 
@@ -127,11 +135,11 @@ fn enter(root: &Path) -> Result<(), Cause> {
     unistd::chdir("/").map_err(sys("chdir(\"/\")"))
 }
 
-fn keep_only(cap: Capability) -> Result<(), Cause> {
-    let kept: CapsHashSet = [cap].into();
+fn keep_only(caps: &[Capability]) -> Result<(), Cause> {
+    let kept: CapsHashSet = caps.iter().copied().collect();
     // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
     for other in caps::read(None, CapSet::Bounding).map_err(caps_err("read the bounding set"))? {
-        if other != cap {
+        if !kept.contains(&other) {
             caps::drop(None, CapSet::Bounding, other).map_err(caps_err("drop from the bounding set"))?;
         }
     }
@@ -142,16 +150,16 @@ fn keep_only(cap: Capability) -> Result<(), Cause> {
     caps::set(None, CapSet::Permitted, &kept).map_err(caps_err("reduce the permitted set"))
 }
 
-fn verify_only(cap: Capability) -> Result<(), Cause> {
+fn verify_only(caps: &[Capability]) -> Result<(), Cause> {
     for (set, name, expected) in [
-        (CapSet::Effective, "effective", Some(cap)),
-        (CapSet::Permitted, "permitted", Some(cap)),
-        (CapSet::Bounding, "bounding", Some(cap)),
-        (CapSet::Inheritable, "inheritable", None),
-        (CapSet::Ambient, "ambient", None),
+        (CapSet::Effective, "effective", caps),
+        (CapSet::Permitted, "permitted", caps),
+        (CapSet::Bounding, "bounding", caps),
+        (CapSet::Inheritable, "inheritable", &[][..]),
+        (CapSet::Ambient, "ambient", &[][..]),
     ] {
         let held = caps::read(None, set).map_err(caps_err("read capabilities"))?;
-        let expected: CapsHashSet = expected.into_iter().collect();
+        let expected: CapsHashSet = expected.iter().copied().collect();
         if held != expected {
             let names = |s: &CapsHashSet| {
                 let mut names: Vec<String> = s.iter().map(ToString::to_string).collect();

@@ -41,8 +41,8 @@
 //!    `CAP_SETGID`, which the uid change removes). The kernel empties effective and permitted
 //!    when the last uid leaves 0; they are emptied explicitly too, for a caller that held
 //!    capabilities without being uid 0. The uid change clears the parent-death signal: it
-//!    is set again (`SIGKILL`), so a worker that hangs dies with the parent, which keeps no
-//!    capability to kill it; a parent already gone is an error.
+//!    is set again (`SIGKILL`), so a worker dies with the parent however the parent ends;
+//!    a parent already gone is an error.
 //! 6. **Verify** ([`Step::Verify`]): `setuid(0)`, `setresuid(0, 0, 0)`, `setgid(0)`,
 //!    `setresgid(0, 0, 0)` and `setgroups([0])` must all fail with `EPERM`; real, effective and
 //!    saved uid and gid and the group list are exactly the target's; all five capability sets
@@ -116,7 +116,9 @@ use nix::sys::stat::Mode;
 use nix::unistd::{self, Gid, Pid, Uid, User};
 use seccompiler::BpfProgram;
 
-pub use confine::{Confined, KEPT, close_stray_descriptors, confine_parent, restrict_script_runner};
+pub use confine::{
+    Confined, PARENT_KEEPS, RUNNER_KEEPS, close_stray_descriptors, confine_parent, restrict_script_runner,
+};
 pub use error::{Cause, JailError, Step};
 pub use policy::{Policy, PolicyError};
 pub use root::{EmptyRoot, EmptyRootError, ensure_empty_root};
@@ -449,8 +451,8 @@ fn change_ids(uid: Uid, gid: Gid) -> Result<(), Cause> {
 }
 
 /// Dies with the parent: the uid change cleared the parent-death signal, so it is set
-/// again. A worker whose parent stopped while it hung is killed by the kernel: the parent
-/// keeps no `CAP_KILL` to do it. If the parent is already gone, nothing would kill it.
+/// again, and a worker outlives no parent, however the parent ends. If the parent is
+/// already gone, nothing would deliver it: an error.
 fn die_with(parent: Pid) -> Result<(), Cause> {
     prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
     let now = unistd::getppid();

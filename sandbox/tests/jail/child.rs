@@ -115,7 +115,7 @@ fn abort_on_panic() {
 fn filter(role: Policy, action: &str) -> ! {
     match action {
         "permitted" => {
-            let world = World::new();
+            let world = World::new(role);
             install(role);
             world.exercise(role);
             say("ok");
@@ -289,10 +289,11 @@ struct World {
     socket_path: PathBuf,
     netlink: OwnedFd,
     child: Mutex<Option<std::process::Child>>,
+    pidfd: Option<OwnedFd>,
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(role: Policy) -> Self {
         let pair =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
         let pipe = pipe().expect("pipe");
@@ -311,7 +312,20 @@ impl World {
             nix::sys::socket::SockProtocol::NetlinkRoute,
         )
         .expect("netlink socket");
-        let child = std::process::Command::new("/bin/true").spawn().expect("a child");
+        // A child to kill and reap, for the parent only (no other role may kill it).
+        let child = (role == Policy::Parent).then(|| {
+            std::process::Command::new("/bin/sleep")
+                .arg("30")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("a child")
+        });
+        // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor we own.
+        let pidfd = child.as_ref().map(|child| unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, libc::pid_t::try_from(child.id()).expect("pid"), 0);
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(i32::try_from(fd).expect("a pidfd"))
+        });
         World {
             pair,
             pipe,
@@ -321,7 +335,8 @@ impl World {
             control: (listener, client),
             socket_path,
             netlink,
-            child: Mutex::new(Some(child)),
+            child: Mutex::new(child),
+            pidfd,
         }
     }
 
@@ -421,6 +436,17 @@ fn parent_only(world: &World) {
     );
     let _ = client;
     let mut child = world.child.lock().expect("child").take().expect("a child");
+    // SAFETY: pidfd_send_signal with a null siginfo reads no memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            world.pidfd.as_ref().expect("a pidfd").as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "pidfd_send_signal(SIGKILL)");
     let _ = child.wait().expect("wait4");
     std::fs::remove_file(&world.socket_path).expect("unlink");
 }
