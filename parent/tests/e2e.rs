@@ -574,11 +574,7 @@ fn after_setup_the_parent_keeps_two_capabilities_and_scripts_run_through_the_run
     // no-new-privs, and no filter (scripts inherit it).
     let workers = pair.daemon_a.workers();
     assert_eq!(workers.len(), 3, "netd, keyd, the script runner");
-    let runner = workers
-        .iter()
-        .copied()
-        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("scripts")))
-        .expect("the runner");
+    let runner = worker_of(&pair, "scripts");
     let status = status_of(runner);
     for cap in ["CapEff", "CapPrm", "CapBnd"] {
         assert_eq!(status_field(&status, cap), NET_ADMIN_ONLY, "runner {cap}");
@@ -638,12 +634,7 @@ fn a_slow_control_client_does_not_delay_detecting_a_dead_worker() {
         })
     };
     began.recv().expect("the client sent two bytes");
-    let netd = pair
-        .daemon_a
-        .workers()
-        .into_iter()
-        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("netd")))
-        .expect("netd");
+    let netd = worker_of(&pair, "netd");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(netd).expect("pid")),
         nix::sys::signal::Signal::SIGKILL,
@@ -658,13 +649,17 @@ fn a_slow_control_client_does_not_delay_detecting_a_dead_worker() {
     let _ = client.join();
 }
 
-fn stopped_netd(pair: &Pair) -> (u32, nix::unistd::Pid) {
-    let netd = pair
-        .daemon_a
+/// The pid of `pair.daemon_a`'s worker whose command line names `role`.
+fn worker_of(pair: &Pair, role: &str) -> u32 {
+    pair.daemon_a
         .workers()
         .into_iter()
-        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("netd")))
-        .expect("netd");
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains(role)))
+        .unwrap_or_else(|| panic!("no {role}"))
+}
+
+fn stopped_netd(pair: &Pair) -> (u32, nix::unistd::Pid) {
+    let netd = worker_of(pair, "netd");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(netd).expect("pid"));
     // Stopped, netd cannot obey a Shutdown.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop netd");

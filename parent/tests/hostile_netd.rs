@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::MsgFlags;
@@ -38,7 +38,7 @@ use yavipin_ipc::reasons::DownReason;
 use yavipin_parent::logging::{self, Sink};
 use yavipin_parent::monitor::{BURST, REFILL};
 use yavipin_parent::spawn::Launcher;
-use yavipin_tests::netns::{Netns, Scratch, eventually, hex, random_key, require_root};
+use yavipin_tests::netns::{Netns, Scratch, eventually, hex, random_key, require_root, stream_lines};
 use yavipin_tests::sim::SimRng;
 
 /// Messages in a flood of permitted ones.
@@ -304,15 +304,7 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the parent");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stream_lines(&mut child);
         Self { child, lines, log: Vec::new(), dir, _ns: ns, _scratch: scratch }
     }
 
