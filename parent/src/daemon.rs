@@ -370,7 +370,9 @@ impl Supervisor<'_> {
                         return Ok(());
                     }
                     Ok(Signal::SIGCHLD) => self.check_workers()?,
-                    _ => {} // SIGHUP: nothing to reload; a new configuration needs a restart.
+                    // SIGHUP: nothing to reload, a new configuration needs a restart. The
+                    // signalfd reads no other signal than the four blocked above.
+                    Ok(_) | Err(_) => {}
                 }
             }
             let was_ready = self.monitor.ready();

@@ -103,7 +103,9 @@ impl Runner {
         match (event, peer) {
             (ScriptEvent::Up, Some(peer)) if valid_peer(peer) => {}
             (ScriptEvent::Down, None) => {}
-            _ => return Err(RunnerError::Request("an up script without a valid peer, or a down script with one")),
+            (ScriptEvent::Up, Some(_) | None) | (ScriptEvent::Down, Some(_)) => {
+                return Err(RunnerError::Request("an up script without a valid peer, or a down script with one"));
+            }
         }
         let kind = if event == ScriptEvent::Up { Kind::UpScript } else { Kind::DownScript };
         if let Err(e) = files::check(kind, &path) {
