@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use yavipin_ipc::control::{KeydStatus, NetdStatus};
-use yavipin_parent::control::{ErrorReply, RUN_DIR, STATUS_REQUEST, TunnelStatus, socket_path};
+use yavipin_parent::control::{ErrorReply, RUN_DIR, RequestError, STATUS_REQUEST, TunnelStatus, socket_path};
 
 /// An example device name, for messages (the configuration's default device name).
 const EXAMPLE_DEVICE: &str = "yavipin0";
@@ -71,7 +71,7 @@ pub(crate) enum ShowError {
     },
     /// The daemon answered with an error.
     #[error("yavipind: {0}")]
-    Daemon(String),
+    Daemon(RequestError),
     /// The answer is not what a daemon of this version sends.
     #[error("unexpected answer from {}: {detail}", path.display())]
     BadReply {
@@ -220,23 +220,24 @@ fn render(format: Format, statuses: &[TunnelStatus]) -> String {
 // ---- The fields whose types are closed sets: read through these functions only ----
 
 /// The peer's reachability (NUD state), when liveness tracking knows it.
-pub(crate) fn reachability(netd: &NetdStatus) -> Option<&str> {
-    netd.reachability.as_deref()
+pub(crate) fn reachability(netd: &NetdStatus) -> &'static str {
+    netd.reachability.name()
 }
 
-/// Received datagrams dropped: reason and count, for the reasons that occurred.
-pub(crate) fn drops(netd: &NetdStatus) -> Vec<(&str, u64)> {
-    netd.drops.iter().map(|(reason, n)| (reason.as_str(), *n)).collect()
+/// Received datagrams dropped: reason and count, for the reasons that occurred. The reasons
+/// get their names here, where they are shown.
+pub(crate) fn drops(netd: &NetdStatus) -> Vec<(String, u64)> {
+    netd.drops.iter().map(|(reason, n)| (reason.to_string(), *n)).collect()
 }
 
 /// Tun packets not sent: reason and count.
-pub(crate) fn refusals(netd: &NetdStatus) -> Vec<(&str, u64)> {
-    netd.refused.iter().map(|(reason, n)| (reason.as_str(), *n)).collect()
+pub(crate) fn refusals(netd: &NetdStatus) -> Vec<(String, u64)> {
+    netd.refused.iter().map(|(reason, n)| (reason.name().to_owned(), *n)).collect()
 }
 
 /// Handshake messages keyd refused: reason and count.
-pub(crate) fn keyd_failures(keyd: &KeydStatus) -> Vec<(&str, u64)> {
-    keyd.failures.iter().map(|(reason, n)| (reason.as_str(), *n)).collect()
+pub(crate) fn keyd_failures(keyd: &KeydStatus) -> Vec<(String, u64)> {
+    keyd.failures.iter().map(|(reason, n)| (reason.name().to_owned(), *n)).collect()
 }
 
 // ---- Text ----
@@ -280,10 +281,10 @@ fn render_block(status: &TunnelStatus) -> String {
         let _ = writeln!(out, "  {label:<LABEL_WIDTH$} {value}");
     };
     let header = format!("interface: {}\n", status.device);
-    line("listen", status.listen.clone());
+    line("listen", status.listen.to_string());
     line("peer", peer(netd));
     line("tunnel", tunnel_state(netd).into());
-    line("reachability", or_unknown(reachability(netd).map(str::to_owned)));
+    line("reachability", reachability(netd).to_owned());
     line("last handshake", last_handshake(netd));
     line(
         "key epoch",
@@ -316,7 +317,7 @@ fn render_block(status: &TunnelStatus) -> String {
         format!("{} packets, {} saved ({:.1} %)", netd.compressed.packets, bytes(netd.compressed.bytes), 100.0 * saved)
     };
     line("compression", compression);
-    let list = |items: &[(&str, u64)]| {
+    let list = |items: &[(String, u64)]| {
         if items.is_empty() {
             "none".to_owned()
         } else {
@@ -346,7 +347,7 @@ fn render_line(status: &TunnelStatus) -> String {
         status.device,
         tunnel_state(netd),
         peer(netd),
-        reachability(netd).unwrap_or("reachability unknown"),
+        reachability(netd),
         last_handshake(netd),
         bytes(netd.received.bytes),
         bytes(netd.sent.bytes),
@@ -357,20 +358,23 @@ fn render_line(status: &TunnelStatus) -> String {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use yavipin_ipc::FailReason;
+    use yavipin_ipc::reasons::{DatagramDrop, DropReason, NudState, SealError};
 
     fn status(device: &str) -> TunnelStatus {
         TunnelStatus {
             device: device.into(),
-            listen: "0.0.0.0:5555".into(),
+            listen: "0.0.0.0:5555".parse().expect("address"),
             netd: NetdStatus {
                 up: true,
                 peer: Some("192.0.2.7:5555".parse().expect("address")),
-                reachability: Some("reachable".into()),
+                reachability: NudState::Reachable,
                 last_handshake_secs: Some(12),
-                drops: vec![("data/bad-mac".into(), 3), ("data/replayed".into(), 2)],
+                drops: vec![(DatagramDrop::Data(DropReason::BadMac), 3), (DatagramDrop::Data(DropReason::Replayed), 2)],
+                refused: vec![(SealError::NoKey, 2)],
                 ..NetdStatus::default()
             },
-            keyd: KeydStatus { failures: vec![("bad-auth".into(), 1)], ..KeydStatus::default() },
+            keyd: KeydStatus { failures: vec![(FailReason::BadAuth, 1)], ..KeydStatus::default() },
         }
     }
 
@@ -386,6 +390,8 @@ mod tests {
         }
         assert!(text.contains("  refused by keyd bad-auth 1\n"), "{text}");
         assert!(text.contains("  drops           data/bad-mac 3, data/replayed 2\n"), "{text}");
+        assert!(text.contains("  not sent        no-key 2\n"), "{text}");
+        assert!(text.contains("  reachability    reachable\n"), "{text}");
     }
 
     #[test]
@@ -405,7 +411,7 @@ mod tests {
         let down = TunnelStatus { netd: NetdStatus::default(), ..status("x") };
         assert_eq!(
             render_line(&down),
-            "x               down peer not known yet, reachability unknown, handshake unknown, \
+            "x               down peer not known yet, incomplete, handshake unknown, \
              received 0 B, sent 0 B, dropped 0\n"
         );
     }

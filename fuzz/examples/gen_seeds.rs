@@ -134,11 +134,10 @@ fn ipc_decode(seeds: &Seeds, capture: &Capture) {
         local: "[::]:5555".parse().expect("address"),
         peer: Some("192.0.2.10:5555".parse().expect("address")),
         key_id: KEY_ID,
-        group: 14,
+        group: Group::Modp2048,
         max_inner_len: 1435,
         compression: false,
         rekey_seconds: 120,
-        dh_renewal_seconds: 600,
         liveness: LivenessSettings {
             reachable_time_ms: 30_000,
             retrans_timer_ms: 1_000,
@@ -149,13 +148,13 @@ fn ipc_decode(seeds: &Seeds, capture: &Capture) {
     };
     let mut psk = PSK;
     let keyd_init =
-        KeydInit { key_id: KEY_ID, psk: Psk::new(&mut psk), group: 14, rekey_seconds: 120, dh_renewal_seconds: 600 };
+        KeydInit { key_id: KEY_ID, psk: Psk::new(&mut psk), group: Group::Modp2048, dh_renewal_seconds: 600 };
     let encode = |m: &dyn erased::Encode| m.encode();
     let frames: Vec<(&str, Vec<u8>)> = vec![
         ("parent_to_netd_init", encode(&ParentToNetd::Init(netd_init))),
         ("parent_to_netd_shutdown", encode(&ParentToNetd::Shutdown)),
         ("netd_to_parent_up", encode(&NetdToParent::TunnelUp { peer: "[2001:db8::1]:5555".parse().expect("a") })),
-        ("netd_to_parent_down", encode(&NetdToParent::TunnelDown { reason: "peer shut down".into() })),
+        ("netd_to_parent_down", encode(&NetdToParent::TunnelDown { reason: yavipin_ipc::reasons::DownReason::PeerShutdown })),
         ("parent_to_keyd_init", encode(&ParentToKeyd::Init(keyd_init))),
         ("keyd_to_parent_ready", encode(&KeydToParent::Ready)),
     ];

@@ -1,4 +1,4 @@
-//! `yavipin_ipc::frame::decode` for each of the six message enums that cross a process
+//! `yavipin_ipc::frame::decode` for each of the eight message enums that cross a process
 //! boundary, on arbitrary frames (what a compromised netd, or a corrupted channel, could
 //! send):
 //!
@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use yavipin_ipc::control::{KeydToParent, NetdToParent, ParentToKeyd, ParentToNetd};
 use yavipin_ipc::frame::{FrameError, MAX_FRAME, decode};
+use yavipin_ipc::scripts::{ParentToScripts, ScriptsToParent};
 use yavipin_ipc::{KeydToNetd, NetdToKeyd};
 use yavipin_proto::EpochKey;
 
@@ -63,6 +64,14 @@ fuzz_target!(|frame: &[u8]| {
     }
     if let Some(message) = round_trip::<KeydToParent>(frame) {
         let again: KeydToParent = decode(&postcard::to_allocvec(&message).expect("encodes")).expect("decodes");
+        assert_eq!(message, again);
+    }
+    if let Some(message) = round_trip::<ParentToScripts>(frame) {
+        let again: ParentToScripts = decode(&postcard::to_allocvec(&message).expect("encodes")).expect("decodes");
+        assert_eq!(message, again);
+    }
+    if let Some(message) = round_trip::<ScriptsToParent>(frame) {
+        let again: ScriptsToParent = decode(&postcard::to_allocvec(&message).expect("encodes")).expect("decodes");
         assert_eq!(message, again);
     }
     if let Some(ParentToKeyd::Init(init)) = round_trip::<ParentToKeyd>(frame) {

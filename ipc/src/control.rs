@@ -9,9 +9,31 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use yavipin_proto::handshake::Group;
 use yavipin_proto::keys::Psk;
 
+use crate::FailReason;
+use crate::reasons::{DatagramDrop, DownReason, NudState, SealError};
 use crate::secret;
+
+/// The Diffie-Hellman group as its RFC 3526 number; a number that names no supported group
+/// does not decode.
+mod group {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use yavipin_proto::handshake::Group;
+
+    // serde's `with` passes a reference.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    pub(super) fn serialize<S: Serializer>(group: &Group, serializer: S) -> Result<S::Ok, S::Error> {
+        group.id().serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Group, D::Error> {
+        let id = u8::deserialize(deserializer)?;
+        Group::from_id(id).ok_or_else(|| D::Error::custom(format_args!("group {id} is not supported")))
+    }
+}
 
 /// What netd needs to run the tunnel. The tun device and the UDP socket travel with the
 /// message as descriptors, in this order.
@@ -26,16 +48,15 @@ pub struct NetdInit {
     pub peer: Option<SocketAddr>,
     /// Pre-shared key id.
     pub key_id: u32,
-    /// Diffie-Hellman group (14 or 15).
-    pub group: u8,
+    /// Diffie-Hellman group.
+    #[serde(with = "group")]
+    pub group: Group,
     /// Largest inner packet.
     pub max_inner_len: u16,
     /// Per-packet deflate.
     pub compression: bool,
-    /// Seconds between hash-chain renewals.
+    /// Seconds between hash-chain renewals. (Diffie-Hellman renewals are keyd's to time.)
     pub rekey_seconds: u32,
-    /// Seconds between Diffie-Hellman renewals.
-    pub dh_renewal_seconds: u32,
     /// Peer reachability detection and keepalives.
     pub liveness: LivenessSettings,
 }
@@ -82,8 +103,8 @@ pub struct NetdStatus {
     pub up: bool,
     /// The peer's endpoint, once known.
     pub peer: Option<SocketAddr>,
-    /// Reachability of the peer (NUD state), when liveness tracking knows it.
-    pub reachability: Option<String>,
+    /// Reachability of the peer (NUD state).
+    pub reachability: NudState,
     /// Largest datagram known to reach the peer, when path-MTU discovery found it.
     pub path_mtu: Option<u16>,
     /// Seconds since the last completed handshake.
@@ -98,10 +119,11 @@ pub struct NetdStatus {
     pub received: Count,
     /// Packets sent compressed, and the bytes compression saved.
     pub compressed: Count,
-    /// Received datagrams dropped, by reason (data packets and handshake messages).
-    pub drops: Vec<(String, u64)>,
-    /// Tun packets not sent, by reason.
-    pub refused: Vec<(String, u64)>,
+    /// Received datagrams dropped, by reason (data packets and handshake messages); only
+    /// reasons with a count.
+    pub drops: Vec<(DatagramDrop, u64)>,
+    /// Tun packets not sent, by reason; only reasons with a count.
+    pub refused: Vec<(SealError, u64)>,
     /// Sessions completed as initiator.
     pub initiated: u64,
     /// Sessions confirmed as responder.
@@ -124,8 +146,8 @@ pub enum NetdToParent {
     },
     /// The session is gone: set the link down.
     TunnelDown {
-        /// Why, in words for the log.
-        reason: String,
+        /// Why.
+        reason: DownReason,
     },
     /// Path-MTU discovery found a new size: set the tun device's MTU to `inner_mtu`.
     Mtu {
@@ -146,11 +168,10 @@ pub struct KeydInit {
     /// The pre-shared key.
     #[serde(with = "secret::psk")]
     pub psk: Psk,
-    /// Diffie-Hellman group (14 or 15).
-    pub group: u8,
-    /// Seconds between hash-chain renewals.
-    pub rekey_seconds: u32,
-    /// Seconds between Diffie-Hellman renewals.
+    /// Diffie-Hellman group.
+    #[serde(with = "group")]
+    pub group: Group,
+    /// Seconds between Diffie-Hellman renewals. (Hash-chain steps are netd's to time.)
     pub dh_renewal_seconds: u32,
 }
 
@@ -174,8 +195,8 @@ pub struct KeydStatus {
     pub modexps: u64,
     /// Send keys and receive keys handed to netd.
     pub keys_handed_out: u64,
-    /// Handshake messages refused, by reason.
-    pub failures: Vec<(String, u64)>,
+    /// Handshake messages refused, by reason; only reasons with a count.
+    pub failures: Vec<(FailReason, u64)>,
 }
 
 /// keyd to parent.
@@ -196,13 +217,8 @@ mod tests {
     #[test]
     fn keyd_init_carries_the_key_and_never_prints_it() {
         let (mut parent, mut keyd) = pair(Ancillary::None).expect("pair");
-        let init = KeydInit {
-            key_id: 7,
-            psk: Psk::new(&mut [0xc3; 32]),
-            group: 14,
-            rekey_seconds: 120,
-            dh_renewal_seconds: 600,
-        };
+        let init =
+            KeydInit { key_id: 7, psk: Psk::new(&mut [0xc3; 32]), group: Group::Modp2048, dh_renewal_seconds: 600 };
         let shown = format!("{init:?}");
         assert!(shown.contains("Psk(..)") && !shown.contains("195"), "{shown}");
         parent.send(&ParentToKeyd::Init(init)).expect("send");
@@ -217,7 +233,7 @@ mod tests {
 
     #[test]
     fn netd_init_carries_two_descriptors() {
-        let (mut parent, mut netd) = pair(Ancillary::Descriptors).expect("pair");
+        let (mut netd, mut parent) = pair(Ancillary::Descriptors).expect("pair");
         let a = tempfile::tempfile().expect("file");
         let b = tempfile::tempfile().expect("file");
         let init = NetdInit {
@@ -225,11 +241,10 @@ mod tests {
             local: "[::]:5555".parse().expect("addr"),
             peer: Some("192.0.2.1:5555".parse().expect("addr")),
             key_id: 1,
-            group: 14,
+            group: Group::Modp3072,
             max_inner_len: 1435,
             compression: false,
             rekey_seconds: 120,
-            dh_renewal_seconds: 600,
             liveness: LivenessSettings {
                 reachable_time_ms: 30_000,
                 retrans_timer_ms: 1000,
@@ -242,5 +257,21 @@ mod tests {
         let got = netd.recv::<ParentToNetd>().expect("recv");
         assert_eq!(got.message, ParentToNetd::Init(init));
         assert_eq!(got.fds.len(), 2);
+    }
+
+    #[test]
+    fn an_unsupported_group_does_not_decode() {
+        let init = KeydInit { key_id: 7, psk: Psk::new(&mut [1; 32]), group: Group::Modp2048, dh_renewal_seconds: 600 };
+        let mut bytes = postcard::to_allocvec(&ParentToKeyd::Init(init)).expect("encode");
+        // Variant, key id (varint 7), 32 key bytes, then the group's number.
+        assert_eq!(bytes[2 + 32], 14);
+        bytes[2 + 32] = 15;
+        assert!(
+            matches!(crate::frame::decode::<ParentToKeyd>(&bytes), Ok(ParentToKeyd::Init(i)) if i.group == Group::Modp3072)
+        );
+        for id in [0, 2, 5, 13, 16, 255] {
+            bytes[2 + 32] = id;
+            assert!(crate::frame::decode::<ParentToKeyd>(&bytes).is_err(), "group {id} decoded");
+        }
     }
 }

@@ -65,8 +65,10 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
 /// Whether a channel may carry file descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ancillary {
-    /// Only the parent → netd channel.
+    /// netd's end of its channel to the parent: descriptors come in.
     Descriptors,
+    /// The parent's end of that channel: descriptors go out, none is accepted in.
+    SendDescriptors,
     /// Every other channel.
     None,
 }
@@ -89,10 +91,17 @@ pub struct Received<T> {
     pub fds: Vec<OwnedFd>,
 }
 
-/// Creates a connected pair of channel ends, close-on-exec.
+/// Creates a connected pair of channel ends, close-on-exec. With
+/// [`Ancillary::Descriptors`], the first end receives descriptors and the second sends them
+/// ([`Ancillary::SendDescriptors`]).
 pub fn pair(ancillary: Ancillary) -> Result<(Channel, Channel), FrameError> {
     let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-    Ok((Channel::new(a, ancillary), Channel::new(b, ancillary)))
+    let sender = match ancillary {
+        Ancillary::Descriptors | Ancillary::SendDescriptors => Ancillary::SendDescriptors,
+        Ancillary::None => Ancillary::None,
+    };
+    let receiver = if sender == Ancillary::SendDescriptors { Ancillary::Descriptors } else { Ancillary::None };
+    Ok((Channel::new(a, receiver), Channel::new(b, sender)))
 }
 
 impl Channel {
@@ -108,7 +117,7 @@ impl Channel {
 
     /// Sends `message` with descriptors. Only the parent calls this, towards netd.
     pub fn send_with_fds<T: Serialize>(&mut self, message: &T, fds: &[BorrowedFd<'_>]) -> Result<(), FrameError> {
-        if !fds.is_empty() && self.ancillary != Ancillary::Descriptors || fds.len() > MAX_FDS {
+        if !fds.is_empty() && self.ancillary != Ancillary::SendDescriptors || fds.len() > MAX_FDS {
             return Err(FrameError::UnexpectedAncillary);
         }
         let len = postcard::to_slice(message, &mut self.buf[..MAX_FRAME]).map_err(FrameError::Encode)?.len();
@@ -226,10 +235,23 @@ mod tests {
     #[test]
     fn descriptors_only_where_allowed() {
         let file = tempfile::tempfile().expect("file");
-        let (mut a, mut b) = pair(Ancillary::Descriptors).expect("pair");
+        let (mut b, mut a) = pair(Ancillary::Descriptors).expect("pair");
         a.send_with_fds(&Msg::Ping(1), &[file.as_fd()]).expect("send");
         let got = b.recv::<Msg>().expect("recv");
         assert_eq!(got.fds.len(), 1);
+        // Not the other way: the sending end accepts none.
+        assert!(matches!(b.send_with_fds(&Msg::Ping(1), &[file.as_fd()]), Err(FrameError::UnexpectedAncillary)));
+        let bytes = postcard::to_allocvec(&Msg::Ping(2)).expect("encode");
+        let raw = [file.as_raw_fd()];
+        sendmsg::<()>(
+            b.as_fd().as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("sendmsg");
+        assert!(matches!(a.recv::<Msg>(), Err(FrameError::UnexpectedAncillary)));
 
         let (mut c, mut d) = pair(Ancillary::None).expect("pair");
         assert!(matches!(c.send_with_fds(&Msg::Ping(1), &[file.as_fd()]), Err(FrameError::UnexpectedAncillary)));

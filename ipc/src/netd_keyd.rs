@@ -109,6 +109,7 @@ pub enum NetdToKeyd {
 
 /// Why keyd refused a handshake message that came from the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FailReason {
     /// `auth_i` or `auth_r` did not verify: another PSK, a tampered message, or a DH value
     /// swapped by a man in the middle.

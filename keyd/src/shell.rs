@@ -15,7 +15,6 @@ use yavipin_ipc::NetdToKeyd;
 use yavipin_ipc::control::{KeydStatus, KeydToParent, ParentToKeyd};
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError};
 use yavipin_proto::OsRandom;
-use yavipin_proto::handshake::Group;
 use yavipin_sandbox::{Role, StartError};
 
 use crate::daemon::{KeyDaemon, KeydConfig, KeydError};
@@ -57,9 +56,8 @@ pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
             ParentToKeyd::Shutdown => return Ok(()),
             ParentToKeyd::Status => return Err(ShellError::BadInit("Status before Init".into())),
         };
-    let group = Group::from_id(init.group).ok_or_else(|| ShellError::BadInit(format!("group {}", init.group)))?;
     let config = KeydConfig {
-        group,
+        group: init.group,
         dh_interval: Duration::from_secs(u64::from(init.dh_renewal_seconds)),
         ..KeydConfig::default()
     };
@@ -120,10 +118,6 @@ fn status<R: yavipin_proto::Random>(daemon: &KeyDaemon<R>) -> KeydStatus {
         sessions: counters.sessions,
         modexps: daemon.modexps(),
         keys_handed_out: counters.send_keys + counters.recv_keys,
-        failures: FailReason::ALL
-            .iter()
-            .map(|&r| (r.name().to_owned(), counters.failed(r)))
-            .filter(|(_, n)| *n > 0)
-            .collect(),
+        failures: FailReason::ALL.iter().map(|&r| (r, counters.failed(r))).filter(|(_, n)| *n > 0).collect(),
     }
 }

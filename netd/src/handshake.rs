@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use yavipin_ipc::{FailReason, NetdToKeyd};
-use yavipin_proto::handshake::{CookieReply, Group, InitiatorAuth, Nonce, Params, Request, ResponderAuth, WireError};
+use yavipin_proto::handshake::{CookieReply, Group, InitiatorAuth, Nonce, Params, Request, ResponderAuth};
 use yavipin_proto::timer::{Timer, TimerTable};
 use yavipin_proto::{Random, msg_type};
 
@@ -59,121 +59,7 @@ impl HandshakeConfig {
     }
 }
 
-/// Why a handshake message was dropped. Each is counted; none is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeDrop {
-    /// A first byte with the handshake bit set that names no message (or an empty datagram).
-    UnknownType,
-    /// Not the message's one valid length.
-    BadLength,
-    /// Unsupported version.
-    BadVersion,
-    /// Another suite.
-    BadSuite,
-    /// Another Diffie-Hellman group.
-    BadGroup,
-    /// Another pre-shared key.
-    BadKeyId,
-    /// A Request with non-zero padding.
-    BadPadding,
-    /// A cookie neither secret made for this sender.
-    BadCookie,
-    /// A cookie that already opened a handshake (a replayed Initiator Auth).
-    UsedCookie,
-    /// Too many cookies used under the current secret.
-    CookieTableFull,
-    /// No handshake of ours expects this message now (or it came from elsewhere).
-    Unexpected,
-    /// A Cookie Reply or Responder Auth for another nonce than ours.
-    NonceMismatch,
-    /// A peer's Initiator Auth that loses the simultaneous-open tie-break.
-    SimultaneousOpen,
-    /// A new session's receive key could not be installed (its slot holds a key in use).
-    KeySlotBusy,
-    /// keyd: `auth_i` or `auth_r` did not verify.
-    BadAuth,
-    /// keyd: `confirm_r` did not verify.
-    BadConfirm,
-    /// keyd: an authenticated DH value out of range.
-    BadDhValue,
-    /// keyd: an epoch the peer already used, and no sign of a restart.
-    StaleEpoch,
-    /// keyd: an epoch with no room for the session's keys.
-    BadEpoch,
-    /// keyd: the initiation answered had expired.
-    Expired,
-}
-
-impl HandshakeDrop {
-    /// Every reason, in counter order.
-    pub const ALL: [Self; 20] = [
-        Self::UnknownType,
-        Self::BadLength,
-        Self::BadVersion,
-        Self::BadSuite,
-        Self::BadGroup,
-        Self::BadKeyId,
-        Self::BadPadding,
-        Self::BadCookie,
-        Self::UsedCookie,
-        Self::CookieTableFull,
-        Self::Unexpected,
-        Self::NonceMismatch,
-        Self::SimultaneousOpen,
-        Self::KeySlotBusy,
-        Self::BadAuth,
-        Self::BadConfirm,
-        Self::BadDhValue,
-        Self::StaleEpoch,
-        Self::BadEpoch,
-        Self::Expired,
-    ];
-
-    /// Stable name for logs and status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::UnknownType => "unknown-type",
-            Self::BadLength => "bad-length",
-            Self::BadVersion => "bad-version",
-            Self::BadSuite => "bad-suite",
-            Self::BadGroup => "bad-group",
-            Self::BadKeyId => "bad-key-id",
-            Self::BadPadding => "bad-padding",
-            Self::BadCookie => "bad-cookie",
-            Self::UsedCookie => "used-cookie",
-            Self::CookieTableFull => "cookie-table-full",
-            Self::Unexpected => "unexpected",
-            Self::NonceMismatch => "nonce-mismatch",
-            Self::SimultaneousOpen => "simultaneous-open",
-            Self::KeySlotBusy => "key-slot-busy",
-            Self::BadAuth => "bad-auth",
-            Self::BadConfirm => "bad-confirm",
-            Self::BadDhValue => "bad-dh-value",
-            Self::StaleEpoch => "stale-epoch",
-            Self::BadEpoch => "bad-epoch",
-            Self::Expired => "expired",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl From<WireError> for HandshakeDrop {
-    fn from(error: WireError) -> Self {
-        match error {
-            WireError::BadLength => Self::BadLength,
-            // Messages are dispatched on their type byte, so this is never reached.
-            WireError::BadType => Self::UnknownType,
-            WireError::BadVersion => Self::BadVersion,
-            WireError::BadSuite => Self::BadSuite,
-            WireError::BadGroup => Self::BadGroup,
-            WireError::BadKeyId => Self::BadKeyId,
-            WireError::BadPadding => Self::BadPadding,
-        }
-    }
-}
+pub use yavipin_ipc::reasons::HandshakeDrop;
 
 impl From<CookieError> for HandshakeDrop {
     fn from(error: CookieError) -> Self {
@@ -181,19 +67,6 @@ impl From<CookieError> for HandshakeDrop {
             CookieError::Invalid => Self::BadCookie,
             CookieError::Used => Self::UsedCookie,
             CookieError::TableFull => Self::CookieTableFull,
-        }
-    }
-}
-
-impl From<FailReason> for HandshakeDrop {
-    fn from(reason: FailReason) -> Self {
-        match reason {
-            FailReason::BadAuth => Self::BadAuth,
-            FailReason::BadConfirm => Self::BadConfirm,
-            FailReason::BadDhValue => Self::BadDhValue,
-            FailReason::StaleEpoch => Self::StaleEpoch,
-            FailReason::BadEpoch => Self::BadEpoch,
-            FailReason::Expired => Self::Expired,
         }
     }
 }

@@ -155,42 +155,7 @@ impl LivenessConfig {
     }
 }
 
-/// Reachability of the peer, after RFC 4861 §7.3.2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NudState {
-    /// No session: nothing to watch.
-    Incomplete,
-    /// Confirmed recently.
-    Reachable,
-    /// Not confirmed for a while; nothing sent since.
-    Stale,
-    /// Sent something unconfirmed; waiting a little for traffic before probing.
-    Delay,
-    /// Probing with echo requests.
-    Probe,
-    /// Probes went unanswered: the session was torn down.
-    Unreachable,
-}
-
-impl NudState {
-    /// Stable name for logs and status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Incomplete => "incomplete",
-            Self::Reachable => "reachable",
-            Self::Stale => "stale",
-            Self::Delay => "delay",
-            Self::Probe => "probe",
-            Self::Unreachable => "unreachable",
-        }
-    }
-}
-
-impl core::fmt::Display for NudState {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use yavipin_ipc::reasons::NudState;
 
 /// What the detector wants done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use yavipin_ipc::KeydToNetd;
 use yavipin_ipc::control::{NetdInit, NetdToParent, ParentToNetd};
 use yavipin_ipc::frame::{Ancillary, Channel, FrameError};
+use yavipin_ipc::reasons::DatagramDrop;
 use yavipin_proto::OsRandom;
-use yavipin_proto::handshake::Group;
 use yavipin_sandbox::{Role, StartError};
 
 use crate::dataplane::{DataConfig, DataPlane};
@@ -80,16 +80,15 @@ pub fn run(channels: Vec<OwnedFd>, user: &str) -> Result<(), ShellError> {
         .try_into()
         .map_err(|fds: Vec<_>| ShellError::BadInit(format!("{} descriptors, expected 2", fds.len())))?;
     let io = Io::new(tun, socket, init.local)?;
-    let config = tunnel_config(&init, io.local)?;
+    let config = tunnel_config(&init, io.local);
     let mut tunnel = Tunnel::new(Instant::now(), config, OsRandom);
     parent.send(&NetdToParent::Ready).map_err(|source| ShellError::Channel { peer: "parent", source })?;
     log::debug!("{} running on {} ({:?}, jailed)", init.device, io.local, jailed.role());
     event_loop(&mut tunnel, io, &mut parent, &mut keyd)
 }
 
-fn tunnel_config(init: &NetdInit, local: SocketAddr) -> Result<TunnelConfig, ShellError> {
-    let group = Group::from_id(init.group).ok_or_else(|| ShellError::BadInit(format!("group {}", init.group)))?;
-    let mut config = TunnelConfig::new(HandshakeConfig::new(local, group, init.key_id), init.peer.map(normalize));
+fn tunnel_config(init: &NetdInit, local: SocketAddr) -> TunnelConfig {
+    let mut config = TunnelConfig::new(HandshakeConfig::new(local, init.group, init.key_id), init.peer.map(normalize));
     let rekey = Duration::from_secs(u64::from(init.rekey_seconds));
     let liveness = &init.liveness;
     let ms = |ms: u32| Duration::from_millis(u64::from(ms));
@@ -106,7 +105,7 @@ fn tunnel_config(init: &NetdInit, local: SocketAddr) -> Result<TunnelConfig, She
         reject_after_time: 2 * rekey,
         ..DataConfig::default()
     };
-    Ok(config)
+    config
 }
 
 /// IPv4 peers appear as IPv4-mapped IPv6 addresses on a dual-stack socket; the core sees
@@ -262,7 +261,7 @@ const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 struct DropReport {
     next: Instant,
     /// Counts at the last report, by reason.
-    reported: Vec<(String, u64)>,
+    reported: Vec<(DatagramDrop, u64)>,
 }
 
 impl DropReport {
@@ -272,7 +271,7 @@ impl DropReport {
 
     /// The log line due at `now`, if an interval has passed since the last one and
     /// something was dropped meanwhile. `drops` (counts by reason) is read only then.
-    fn report(&mut self, now: Instant, drops: impl FnOnce() -> Vec<(String, u64)>) -> Option<String> {
+    fn report(&mut self, now: Instant, drops: impl FnOnce() -> Vec<(DatagramDrop, u64)>) -> Option<String> {
         if now < self.next {
             return None;
         }
@@ -297,7 +296,7 @@ fn events(tunnel: &mut Tunnel<OsRandom>, parent: &mut Channel) -> Result<(), She
     while let Some(event) = tunnel.poll_event() {
         let message = match event {
             TunnelEvent::Up { peer } => NetdToParent::TunnelUp { peer },
-            TunnelEvent::Down { reason } => NetdToParent::TunnelDown { reason: reason.name().to_owned() },
+            TunnelEvent::Down { reason } => NetdToParent::TunnelDown { reason },
             TunnelEvent::MtuChanged { path_mtu, inner_mtu } => NetdToParent::Mtu { path_mtu, inner_mtu },
             TunnelEvent::PeerMoved { from, to } => {
                 log::info!("peer moved from {} to {to}", from.map_or_else(|| "nowhere".to_owned(), |f| f.to_string()));
@@ -379,8 +378,13 @@ fn read_tun(tunnel: &mut Tunnel<OsRandom>, io: &mut Io, now: Instant) -> Result<
 mod tests {
     use super::*;
 
-    fn counts(list: &[(&str, u64)]) -> Vec<(String, u64)> {
-        list.iter().map(|(reason, n)| ((*reason).to_owned(), *n)).collect()
+    use yavipin_ipc::reasons::DropReason;
+
+    const BAD_MAC: DatagramDrop = DatagramDrop::Data(DropReason::BadMac);
+    const TOO_SHORT: DatagramDrop = DatagramDrop::Data(DropReason::TooShort);
+
+    fn counts(list: &[(DatagramDrop, u64)]) -> Vec<(DatagramDrop, u64)> {
+        list.to_vec()
     }
 
     #[test]
@@ -391,7 +395,7 @@ mod tests {
         // A flood: the counters grow all the time, one line per 10 s at the most.
         let mut lines = Vec::new();
         for s in 0..=35u64 {
-            let flood = counts(&[("data/bad-mac", 1000 * s), ("data/too-short", s)]);
+            let flood = counts(&[(BAD_MAC, 1000 * s), (TOO_SHORT, s)]);
             if let Some(line) = report.report(t0 + second * u32::try_from(s).expect("small"), || flood) {
                 lines.push((s, line));
             }
@@ -405,11 +409,8 @@ mod tests {
             ]
         );
         // Nothing new: no line. Then one reason moves: only it is named.
-        assert_eq!(
-            report.report(t0 + second * 40, || counts(&[("data/bad-mac", 30_000), ("data/too-short", 30)])),
-            None
-        );
-        let line = report.report(t0 + second * 50, || counts(&[("data/bad-mac", 30_000), ("data/too-short", 31)]));
+        assert_eq!(report.report(t0 + second * 40, || counts(&[(BAD_MAC, 30_000), (TOO_SHORT, 30)])), None);
+        let line = report.report(t0 + second * 50, || counts(&[(BAD_MAC, 30_000), (TOO_SHORT, 31)]));
         assert_eq!(line.as_deref(), Some("dropped in the last 10 s: data/too-short 1"));
         // Between reports the counters are not even read.
         assert_eq!(report.report(t0 + second * 55, || unreachable!("read between reports")), None);

@@ -157,36 +157,7 @@ pub enum TunnelError {
     Key(KeyError),
 }
 
-/// Why the tunnel went down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DownReason {
-    /// The unreachability detector's probes went unanswered.
-    PeerUnreachable,
-    /// The peer sent an authenticated shutdown notice.
-    PeerShutdown,
-    /// The peer restarted: a new session from it voided the old one's keys.
-    PeerRestarted,
-    /// [`Tunnel::shutdown`] was called.
-    LocalShutdown,
-}
-
-impl DownReason {
-    /// Stable wording for logs and status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PeerUnreachable => "peer unreachable",
-            Self::PeerShutdown => "peer shut down",
-            Self::PeerRestarted => "peer restarted",
-            Self::LocalShutdown => "shut down",
-        }
-    }
-}
-
-impl core::fmt::Display for DownReason {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use yavipin_ipc::reasons::DownReason;
 
 /// Something the shell reports to the parent or logs. Drained with [`Tunnel::poll_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use yavipin_proto::handshake::Group;
 
 /// Bytes a data packet adds above UDP (flags, sequence number, tag).
 pub const TUNNEL_OVERHEAD: u16 = 17;
@@ -89,7 +90,7 @@ impl Default for Transport {
 pub struct Session {
     /// Diffie-Hellman group: 14 (2048-bit MODP) or 15 (3072-bit MODP).
     #[serde(default = "default_group", deserialize_with = "group")]
-    pub group: u8,
+    pub group: Group,
     /// Seconds between hash-chain key renewals.
     #[serde(default = "default_rekey", deserialize_with = "rekey_seconds")]
     pub rekey_seconds: u32,
@@ -276,8 +277,8 @@ fn default_device() -> String {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0u16; 8], 0))
 }
-fn default_group() -> u8 {
-    14
+fn default_group() -> Group {
+    Group::Modp2048
 }
 fn default_rekey() -> u32 {
     120
@@ -324,11 +325,10 @@ fn mtu<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> 
     Ok(Some(mtu))
 }
 
-fn group<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    match u8::deserialize(d)? {
-        g @ (14 | 15) => Ok(g),
-        g => Err(invalid(format!("group: {g} is not supported; use 14 (2048-bit MODP) or 15 (3072-bit MODP)"))),
-    }
+fn group<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Group, D::Error> {
+    let id = u8::deserialize(d)?;
+    Group::from_id(id)
+        .ok_or_else(|| invalid(format!("group: {id} is not supported; use 14 (2048-bit MODP) or 15 (3072-bit MODP)")))
 }
 
 fn rekey_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -441,13 +441,12 @@ impl Config {
 }
 
 impl Config {
-    /// The tun MTU to set when path-MTU discovery reports `inner_mtu`: never above the
-    /// configured (or default) MTU, and never below 1280 when the tunnel carries IPv6, which
-    /// the kernel would answer by removing the IPv6 addresses (RFC 8200 requires 1280).
-    pub fn clamp_tun_mtu(&self, inner_mtu: u16) -> u16 {
+    /// The lowest MTU the tun device may be given when path-MTU discovery reports a smaller
+    /// one: 1280 when the tunnel carries IPv6, which the kernel would answer by removing the
+    /// IPv6 addresses (RFC 8200 requires 1280), else IPv4's 576.
+    pub fn mtu_floor(&self) -> u16 {
         let has_ipv6 = self.interface.addresses.iter().any(|a| matches!(a, IpNet::V6(_)));
-        let floor = if has_ipv6 { IPV6_MIN_MTU } else { 576 };
-        inner_mtu.min(self.tun_mtu()).max(floor)
+        if has_ipv6 { IPV6_MIN_MTU } else { 576 }
     }
 }
 
@@ -574,12 +573,10 @@ addresses = ["10.99.0.1/30"]
     }
 
     #[test]
-    fn discovered_mtus_are_clamped() {
-        let c = parse(MINIMAL).expect("valid");
-        assert_eq!(c.clamp_tun_mtu(1235), 1235);
-        assert_eq!(c.clamp_tun_mtu(9000), 1435);
+    fn the_mtu_floor_follows_the_inner_addresses() {
+        assert_eq!(parse(MINIMAL).expect("valid").mtu_floor(), 576);
         let c = parse("key_file = \"k\"\n[interface]\naddresses = [\"fd00::1/64\"]\n").expect("valid");
-        assert_eq!(c.clamp_tun_mtu(1235), 1280);
+        assert_eq!(c.mtu_floor(), 1280);
     }
 
     #[test]

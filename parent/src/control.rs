@@ -1,19 +1,25 @@
 //! The control socket: `/run/yavipin/DEVICE.sock`, owned by root, group `yavipin`, mode
 //! 0660, served by the parent. It answers one request, `status`, with the tunnel's state as
 //! one JSON object gathered from netd and keyd, whose status messages carry counters and
-//! names only: no reply can hold key material because no status type has a field for it.
+//! typed reasons only: no reply can hold key material because no status type has a field
+//! for it.
 //!
-//! Clients are served one at a time, each with a short deadline, so a client that connects
-//! and says nothing delays only other status queries (packets flow through netd, not here).
-//! Anything but a well-formed request gets an error object and the connection is closed.
+//! A client cannot hold up the parent's supervision: every client socket is non-blocking
+//! and served from the parent's poll set like the workers' channels; each connection has
+//! one absolute deadline ([`CLIENT_DEADLINE`]) for its request, the workers' answer and the
+//! reply, after which it is closed whatever state it is in; at most [`MAX_CLIENTS`] are
+//! served at once, and one more is told [`RequestError::Busy`] and closed. Anything but a
+//! well-formed request gets an error object and the connection is closed.
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::sys::socket::{SockFlag, accept4};
 use serde::{Deserialize, Serialize};
 use yavipin_ipc::control::{KeydStatus, NetdStatus};
 
@@ -23,8 +29,11 @@ pub const RUN_DIR: &str = "/run/yavipin";
 pub const STATUS_REQUEST: &[u8] = b"status\n";
 /// Longest request read; anything longer is refused.
 const MAX_REQUEST: usize = 64;
-/// How long a client has to send its request and take the answer.
-const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a connection lives, from accept to close: the request, the workers' answer
+/// (at most two seconds) and the reply.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// Clients served at once.
+pub const MAX_CLIENTS: usize = 8;
 
 /// The answer to `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +41,7 @@ pub struct TunnelStatus {
     /// The tun device.
     pub device: String,
     /// The local UDP address.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// What netd reports.
     pub netd: NetdStatus,
     /// What keyd reports.
@@ -42,8 +51,26 @@ pub struct TunnelStatus {
 /// The answer to anything else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
-    /// What was wrong with the request.
-    pub error: String,
+    /// What was wrong.
+    pub error: RequestError,
+}
+
+/// What was wrong with a request, or why it got no status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestError {
+    /// Longer than any request.
+    #[error("request too long")]
+    TooLong,
+    /// Not `status`.
+    #[error("unknown request; the only request is `status`")]
+    Unknown,
+    /// A worker missed the status deadline.
+    #[error("the workers did not answer in time")]
+    WorkersSilent,
+    /// [`MAX_CLIENTS`] are being served.
+    #[error("too many clients at once; try again")]
+    Busy,
 }
 
 /// Why the control socket could not be opened.
@@ -111,15 +138,18 @@ impl ControlSocket {
         self.listener.as_fd()
     }
 
-    /// Takes the next waiting client, if any, and reads its request. `None` when nobody
-    /// was waiting or the client went away.
-    pub fn accept(&self) -> Option<Client> {
-        let (stream, _) = self.listener.accept().ok()?;
-        // The listener is non-blocking; the client gets blocking I/O bounded by deadlines.
-        stream.set_nonblocking(false).ok()?;
-        stream.set_read_timeout(Some(CLIENT_DEADLINE)).ok()?;
-        stream.set_write_timeout(Some(CLIENT_DEADLINE)).ok()?;
-        Some(Client { stream })
+    /// The parent chrooted into [`RUN_DIR`]: the socket's file is now named from there.
+    pub fn entered_run_dir(&mut self) {
+        if let Some(name) = self.path.file_name() {
+            self.path = Path::new("/").join(name);
+        }
+    }
+
+    /// Takes the next waiting client, if any, non-blocking, with its deadline from `now`.
+    pub fn accept(&self, now: Instant) -> Option<Client> {
+        let fd = accept4(&self.listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).ok()?;
+        let stream = UnixStream::from(fd);
+        Some(Client { stream, deadline: now + CLIENT_DEADLINE, state: State::Reading { request: Vec::new() } })
     }
 }
 
@@ -129,41 +159,130 @@ impl Drop for ControlSocket {
     }
 }
 
-/// A connected client.
+/// Where a client is.
+#[derive(Debug)]
+enum State {
+    /// Reading its request.
+    Reading {
+        /// What came so far.
+        request: Vec<u8>,
+    },
+    /// Waiting for the workers' answers.
+    Waiting,
+    /// Sending the reply.
+    Writing {
+        /// The reply.
+        reply: Vec<u8>,
+        /// Bytes sent.
+        sent: usize,
+    },
+    /// Done: to be dropped.
+    Done,
+}
+
+/// What became of a client after it was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More to do later.
+    Pending,
+    /// Asked for the status: call [`Client::reply`] with it.
+    WantsStatus,
+    /// Finished: drop it.
+    Done,
+}
+
+/// A connected client, non-blocking.
 #[derive(Debug)]
 pub struct Client {
     stream: UnixStream,
+    deadline: Instant,
+    state: State,
 }
 
 impl Client {
-    /// Reads the request: true for a well-formed `status`, otherwise answers with an error
-    /// and returns false.
-    pub fn wants_status(&mut self) -> bool {
-        let mut request = [0u8; MAX_REQUEST + 1];
-        let mut len = 0;
-        // Read until the newline, the size limit, end of stream or the deadline.
-        while len < request.len() && !request[..len].contains(&b'\n') {
-            match self.stream.read(&mut request[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        if &request[..len] == STATUS_REQUEST {
-            return true;
-        }
-        let error =
-            if len > MAX_REQUEST { "request too long" } else { "unknown request; the only request is `status`" };
-        self.reply(&ErrorReply { error: error.to_owned() });
-        false
+    /// The socket, for polling.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 
-    /// Sends `reply` as one JSON line; the connection closes when the client is dropped.
-    pub fn reply<T: Serialize>(&mut self, reply: &T) {
-        if let Ok(mut json) = serde_json::to_vec(reply) {
-            json.push(b'\n');
-            let _ = self.stream.write_all(&json);
+    /// Whether the client waits to be readable (its request) or writable (its reply);
+    /// neither while it waits for the workers.
+    pub fn wants(&self) -> (bool, bool) {
+        match self.state {
+            State::Reading { .. } => (true, false),
+            State::Writing { .. } => (false, true),
+            State::Waiting | State::Done => (false, false),
         }
+    }
+
+    /// When the connection is closed at the latest.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Reads or writes what the socket takes now.
+    pub fn serve(&mut self) -> Progress {
+        match &mut self.state {
+            State::Reading { request } => {
+                let mut chunk = [0u8; MAX_REQUEST + 1];
+                loop {
+                    match self.stream.read(&mut chunk[..=MAX_REQUEST - request.len().min(MAX_REQUEST)]) {
+                        Ok(0) => return self.refuse(RequestError::Unknown),
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Pending,
+                        Err(_) => return self.finish(),
+                    }
+                    if request.len() > MAX_REQUEST {
+                        return self.refuse(RequestError::TooLong);
+                    }
+                    if request.contains(&b'\n') {
+                        if request.as_slice() == STATUS_REQUEST {
+                            self.state = State::Waiting;
+                            return Progress::WantsStatus;
+                        }
+                        return self.refuse(RequestError::Unknown);
+                    }
+                }
+            }
+            State::Writing { reply, sent } => loop {
+                match self.stream.write(&reply[*sent..]) {
+                    Ok(n) if n > 0 && *sent + n < reply.len() => *sent += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Pending,
+                    // All sent, or the client went away.
+                    Ok(_) | Err(_) => return self.finish(),
+                }
+            },
+            State::Waiting => Progress::Pending,
+            State::Done => Progress::Done,
+        }
+    }
+
+    /// Whether it waits for the workers' answers.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.state, State::Waiting)
+    }
+
+    /// Sends `reply` as one JSON line, then the connection closes.
+    pub fn reply<T: Serialize>(&mut self, reply: &T) -> Progress {
+        match serde_json::to_vec(reply) {
+            Ok(mut json) => {
+                json.push(b'\n');
+                self.state = State::Writing { reply: json, sent: 0 };
+                self.serve()
+            }
+            Err(_) => self.finish(),
+        }
+    }
+
+    /// Answers with an error.
+    pub fn refuse(&mut self, error: RequestError) -> Progress {
+        self.reply(&ErrorReply { error })
+    }
+
+    fn finish(&mut self) -> Progress {
+        self.state = State::Done;
+        Progress::Done
     }
 }

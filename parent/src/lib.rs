@@ -6,8 +6,11 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod files;
 pub mod keyfile;
 pub mod logging;
+pub mod monitor;
+pub mod netlink;
 pub mod scripts;
 pub mod spawn;
 pub mod tundev;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use yavipin_parent::logging::{self, Sink};
+use yavipin_parent::spawn::WorkerRole;
 
 /// yavipind runs one tunnel: a root parent opens the tun device and the UDP socket, then
 /// starts two jailed workers, netd (all packet cryptography) and keyd (all long-lived
@@ -23,8 +24,8 @@ struct Args {
     #[arg(short, long)]
     verbose: bool,
     /// Internal: run as a worker (started by the parent only).
-    #[arg(long, hide = true, value_parser = ["netd", "keyd"])]
-    role: Option<String>,
+    #[arg(long, hide = true, value_enum)]
+    role: Option<WorkerRole>,
     /// Internal: the account a worker drops to.
     #[arg(long, hide = true, default_value = "yavipin")]
     user: String,
@@ -38,11 +39,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match (args.role.as_deref(), args.config) {
+    match (args.role, args.config) {
         (Some(role), _) => {
-            // clap admits only these two role names.
-            let name = if role == "netd" { "netd" } else { "keyd" };
-            logging::init(name, if args.journal { Sink::Journal } else { Sink::Foreground }, args.verbose);
+            logging::init(role.name(), if args.journal { Sink::Journal } else { Sink::Foreground }, args.verbose);
             yavipin_parent::worker::run(role, &args.user, &args.channels)
         }
         (None, Some(config)) if args.check => match yavipin_parent::daemon::check(&config) {

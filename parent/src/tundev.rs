@@ -1,19 +1,10 @@
-//! The tun device: created by the parent (it needs `CAP_NET_ADMIN`), configured with the
-//! tunnel's inner addresses and MTU, then handed to netd as a bare descriptor.
+//! The tun device: opened by the parent (it needs `CAP_NET_ADMIN`), then handed to netd as
+//! a bare descriptor. Its addresses, link state and MTU are set in [`crate::netlink`].
 //!
 //! The device is opened with the packet-information header, so every packet carries its
-//! ethertype and any protocol crosses the tunnel. Addresses and link state are set with
-//! iproute2's `ip`, run with an empty environment: one well-known tool rather than
-//! hand-written netlink.
+//! ethertype and any protocol crosses the tunnel.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-use std::process::{Command, Stdio};
-
-use ipnet::IpNet;
-
-/// Where `ip` is looked for, in order (Debian and most distributions ship `/usr/sbin/ip`
-/// or `/sbin/ip`; merged-/usr systems have both).
-const IP_COMMANDS: [&str; 3] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"];
 
 /// Why the tun device could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -25,17 +16,6 @@ pub enum TunError {
         name: String,
         /// What the tun crate said.
         source: tun::Error,
-    },
-    /// iproute2 is missing.
-    #[error("iproute2's `ip` command was not found in {IP_COMMANDS:?}; install iproute2")]
-    NoIpCommand,
-    /// `ip` failed.
-    #[error("`ip {args}` failed: {stderr}")]
-    Ip {
-        /// The arguments.
-        args: String,
-        /// What it printed.
-        stderr: String,
     },
 }
 
@@ -56,50 +36,6 @@ pub fn create(name: &str, mtu: u16) -> Result<OwnedFd, TunError> {
     #[allow(unsafe_code)]
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     Ok(fd)
-}
-
-fn ip_command() -> Result<&'static str, TunError> {
-    IP_COMMANDS.into_iter().find(|p| std::path::Path::new(p).exists()).ok_or(TunError::NoIpCommand)
-}
-
-fn ip(args: &[&str]) -> Result<(), TunError> {
-    let output = Command::new(ip_command()?)
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| TunError::Ip { args: args.join(" "), stderr: e.to_string() })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(TunError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned() })
-    }
-}
-
-/// Assigns the inner addresses to `name`.
-pub fn add_addresses(name: &str, addresses: &[IpNet]) -> Result<(), TunError> {
-    for address in addresses {
-        let address = address.to_string();
-        let mut args = vec!["address", "add", address.as_str(), "dev", name];
-        if address.contains(':') {
-            // Duplicate address detection would delay IPv6 by a second on a link where
-            // nobody else can answer.
-            args.push("nodad");
-        }
-        ip(&args)?;
-    }
-    Ok(())
-}
-
-/// Sets the link up (tunnel established) or down (tunnel lost), so routes through it
-/// fail fast instead of black-holing traffic.
-pub fn set_link(name: &str, up: bool) -> Result<(), TunError> {
-    ip(&["link", "set", "dev", name, if up { "up" } else { "down" }])
-}
-
-/// Sets the device MTU (after path-MTU discovery).
-pub fn set_mtu(name: &str, mtu: u16) -> Result<(), TunError> {
-    ip(&["link", "set", "dev", name, "mtu", &mtu.to_string()])
 }
 
 /// Sets the don't-fragment bit on the tunnel's datagrams without letting the kernel's

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::stat::{SFlag, fstat};
 
+use crate::spawn::WorkerRole;
+
 /// Takes ownership of an inherited descriptor after checking it is an open socket.
 fn inherited_socket(raw: RawFd) -> Result<OwnedFd, String> {
     // SAFETY: fcntl(F_GETFD) and fstat only query the descriptor; on a closed number they
@@ -24,15 +26,18 @@ fn inherited_socket(raw: RawFd) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Runs the worker `role` ("netd" or "keyd") on the inherited `channels` (towards the
-/// parent first, then towards the other worker).
-pub fn run(role: &str, user: &str, channels: &[RawFd]) -> ExitCode {
+/// Runs the worker `role` on the inherited `channels` (towards the parent first, then
+/// towards the other worker; the script runner has only the first).
+pub fn run(role: WorkerRole, user: &str, channels: &[RawFd]) -> ExitCode {
     let channels: Result<Vec<OwnedFd>, String> = channels.iter().map(|&fd| inherited_socket(fd)).collect();
     let result = match (role, channels) {
         (_, Err(e)) => Err(e),
-        ("netd", Ok(channels)) => yavipin_netd::shell::run(channels, user).map_err(|e| e.to_string()),
-        ("keyd", Ok(channels)) => yavipin_keyd::shell::run(channels, user).map_err(|e| e.to_string()),
-        (other, Ok(_)) => Err(format!("unknown role {other}")),
+        (WorkerRole::Netd, Ok(channels)) => yavipin_netd::shell::run(channels, user).map_err(|e| e.to_string()),
+        (WorkerRole::Keyd, Ok(channels)) => yavipin_keyd::shell::run(channels, user).map_err(|e| e.to_string()),
+        (WorkerRole::Scripts, Ok(channels)) => match <[OwnedFd; 1]>::try_from(channels) {
+            Ok([channel]) => crate::scripts::run(channel).map_err(|e| e.to_string()),
+            Err(channels) => Err(format!("{} channels, expected 1", channels.len())),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

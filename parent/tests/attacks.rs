@@ -215,13 +215,14 @@ fn status(device: &str) -> TunnelStatus {
     panic!("yavipin show {device}: {last:?}");
 }
 
-fn count(list: &[(String, u64)], name: &str) -> u64 {
-    list.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c)
+/// The count of the reason `yavipin show` names `name`.
+fn count<R: Copy>(list: &[(R, u64)], name: &str, shown: impl Fn(R) -> String) -> u64 {
+    list.iter().find(|(r, _)| shown(*r) == name).map_or(0, |(_, c)| *c)
 }
 
 /// Datagrams `status` counts as dropped for `reason` (`data/replayed`, `handshake/bad-cookie`, ...).
 fn drops(status: &TunnelStatus, reason: &str) -> u64 {
-    count(&status.netd.drops, reason)
+    count(&status.netd.drops, reason, |r| r.to_string())
 }
 
 fn all_drops(status: &TunnelStatus) -> u64 {
@@ -229,7 +230,7 @@ fn all_drops(status: &TunnelStatus) -> u64 {
 }
 
 fn keyd_failures(status: &TunnelStatus, reason: &str) -> u64 {
-    count(&status.keyd.failures, reason)
+    count(&status.keyd.failures, reason, |r| r.name().to_owned())
 }
 
 /// One ping with `pattern` (hexadecimal, up to 16 bytes) filling its payload.
@@ -1180,8 +1181,7 @@ impl HostileNetd {
         let init = KeydInit {
             key_id: KEY_ID,
             psk: Psk::new(&mut psk.clone()),
-            group: 14,
-            rekey_seconds: 120,
+            group: Group::Modp2048,
             dh_renewal_seconds: 600,
         };
         keyd.parent.send(&ParentToKeyd::Init(init)).expect("send Init");
@@ -1381,7 +1381,7 @@ fn a_hostile_netd_gets_no_secret_from_keyd_and_makes_it_exit_cleanly() {
     keyd.parent.send(&ParentToKeyd::Status).expect("status");
     match keyd.parent_message(Duration::from_secs(2)) {
         Some(KeydToParent::Status(status)) => {
-            assert_eq!(count(&status.failures, "bad-auth"), 1);
+            assert_eq!(count(&status.failures, "bad-auth", |r| r.name().to_owned()), 1);
             assert_eq!(status.modexps, 0, "an exponentiation before the MAC");
         }
         other => panic!("status: {other:?}"),

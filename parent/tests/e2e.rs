@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use yavipin_parent::control::RequestError;
 use yavipin_tests::attacker::memory_contains;
 use yavipin_tests::netns::{Daemon, Netns, Scratch, hex, k_auth, random_key, release_binary, require_root, veth};
 
@@ -49,6 +50,12 @@ fn config(device: &str, key_file: &Path, inner: (&str, &str), listen: &str, peer
 
 impl Pair {
     fn start(ipv6_underlay: bool) -> Self {
+        Self::start_with(ipv6_underlay, |_| String::new())
+    }
+
+    /// [`Self::start`], with `extra` (given the scratch directory) appended to `a`'s
+    /// configuration.
+    fn start_with(ipv6_underlay: bool, extra: impl FnOnce(&Scratch) -> String) -> Self {
         let binary = release_binary("yavipind");
         let (a, b) = (Netns::new("yva"), Netns::new("yvb"));
         let (peer_a, listen) = if ipv6_underlay {
@@ -61,7 +68,8 @@ impl Pair {
         let scratch = Scratch::new();
         let key = random_key();
         let key_file = scratch.write("tunnel.key", &format!("{}\n", hex(&key)), 0o600);
-        let config_a = scratch.write("a.toml", &config(a.name(), &key_file, (INNER_A, INNER6_A), listen, None), 0o600);
+        let text_a = config(a.name(), &key_file, (INNER_A, INNER6_A), listen, None) + &extra(&scratch);
+        let config_a = scratch.write("a.toml", &text_a, 0o600);
         let config_b =
             scratch.write("b.toml", &config(b.name(), &key_file, (INNER_B, INNER6_B), listen, Some(peer_a)), 0o600);
         let mut daemon_a = Daemon::start(&a, &binary, &config_a);
@@ -277,6 +285,70 @@ fn bad_configurations_and_key_files_are_refused_clearly() {
         assert_eq!(got, code, "{}: {text}", file.display());
         assert!(text.contains(expected), "{}: expected {expected:?} in {text}", file.display());
     }
+
+    // The configuration and the scripts, like the key file: root's, along the whole path.
+    let with_scripts = |name: &str, up: &Path, down: &Path| {
+        let text = config("yvcheck0", &good_key, (INNER_A, INNER6_A), "0.0.0.0:5555", None)
+            + &format!("[scripts]\nup = \"{}\"\ndown = \"{}\"\n", up.display(), down.display());
+        scratch.write(name, &text, 0o600)
+    };
+    let script = scratch.write("up", "#!/bin/sh\n", 0o755);
+    let plain = scratch.write("plain", "#!/bin/sh\n", 0o644);
+    let writable = scratch.write("writable", "#!/bin/sh\n", 0o775);
+    let foreign = scratch.write("foreign", "#!/bin/sh\n", 0o755);
+    nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+    let open_config = with_key("open-config.toml", &good_key);
+    std::fs::set_permissions(&open_config, std::os::unix::fs::PermissionsExt::from_mode(0o666)).expect("chmod");
+    let open_dir = scratch.dir_path().join("open");
+    std::fs::create_dir(&open_dir).expect("mkdir");
+    let in_open_dir = open_dir.join("c.toml");
+    std::fs::copy(with_key("copy.toml", &good_key), &in_open_dir).expect("copy");
+    std::fs::set_permissions(&open_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let missing = scratch.dir_path().join("missing-down");
+    let refusals = [
+        (with_scripts("scripts.toml", &script, &script), "valid".to_owned()),
+        (
+            open_config.clone(),
+            format!(
+                "configuration file {}: {} has mode 0666, writable by group or others (chmod go-w {})",
+                open_config.display(),
+                open_config.display(),
+                open_config.display()
+            ),
+        ),
+        (
+            in_open_dir.clone(),
+            format!(
+                "configuration file {}: {} has mode 0777, writable by group or others (chmod go-w {})",
+                in_open_dir.display(),
+                open_dir.display(),
+                open_dir.display()
+            ),
+        ),
+        (
+            with_scripts("plain.toml", &plain, &script),
+            format!("up script {}: not executable (chmod 755 {})", plain.display(), plain.display()),
+        ),
+        (
+            with_scripts("writable.toml", &script, &writable),
+            format!("down script {}: {} has mode 0775", writable.display(), writable.display()),
+        ),
+        (
+            with_scripts("foreign.toml", &foreign, &script),
+            format!(
+                "up script {}: {} is owned by uid 65534, must be owned by root (chown root {})",
+                foreign.display(),
+                foreign.display(),
+                foreign.display()
+            ),
+        ),
+        (with_scripts("missing.toml", &script, &missing), format!("down script {}: No such file", missing.display())),
+    ];
+    for (file, expected) in refusals {
+        let (got, text) = check(&file);
+        assert_eq!(got, if expected == "valid" { 0 } else { 2 }, "{}: {text}", file.display());
+        assert!(text.contains(&expected), "{}: expected {expected:?} in {text}", file.display());
+    }
     // Starting (not just checking) with a bad key fails the same way, before any device exists.
     let out = Command::new(release_binary("yavipind"))
         .arg("-c")
@@ -428,11 +500,17 @@ fn the_control_socket_is_private_and_robust() {
 
     // Garbage, oversize and empty requests get an error object, nothing else.
     let oversize = vec![0xff; 100_000];
-    for request in [&b"garbage\n"[..], &oversize, b"", b"status", b"status\nstatus\n"] {
+    for (request, expected) in [
+        (&b"garbage\n"[..], RequestError::Unknown),
+        (&oversize, RequestError::TooLong),
+        (b"", RequestError::Unknown),
+        (b"status", RequestError::Unknown),
+        (b"status\nstatus\n", RequestError::Unknown),
+    ] {
         let answer = control_exchange(device, request);
         let error: yavipin_parent::control::ErrorReply =
             serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
-        assert!(!error.error.is_empty());
+        assert_eq!(error.error, expected, "{answer}");
     }
     // And the daemon still answers, with no key material in the answer.
     let answer = control_exchange(device, b"status\n");
@@ -518,4 +596,180 @@ fn the_peer_learns_of_a_shutdown_at_once() {
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     // The link went down with it: routes through the tunnel fail at once.
     assert!(!pair.a.link_is_up(pair.a.name()), "the link stayed up");
+}
+
+fn status_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status")
+}
+
+/// `CAP_NET_ADMIN` (bit 12) alone, as /proc prints a capability set.
+const NET_ADMIN_ONLY: &str = "0000000000001000";
+/// `CAP_NET_ADMIN` and `CAP_KILL` (bit 5): what the parent keeps.
+const NET_ADMIN_AND_KILL: &str = "0000000000001020";
+
+#[test]
+fn after_setup_the_parent_keeps_two_capabilities_and_scripts_run_through_the_runner() {
+    if !require_root("after_setup_the_parent_keeps_two_capabilities_and_scripts_run_through_the_runner") {
+        return;
+    }
+    let mut record = std::path::PathBuf::new();
+    let mut pair = Pair::start_with(false, |scratch| {
+        record = scratch.dir_path().join("record");
+        let body = format!(
+            "#!/bin/sh\n{{ echo \"$YAVIPIN_EVENT $YAVIPIN_DEVICE $YAVIPIN_PEER\"; grep -E '^(CapEff|CapPrm|CapBnd|CapInh|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; }} >> {}\n",
+            record.display()
+        );
+        let up = scratch.write("up", &body, 0o755);
+        format!("[scripts]\nup = \"{}\"\n", up.display())
+    });
+    assert!(pair.daemon_a.wait_for("up script finished", UP_TIMEOUT).is_some(), "{:#?}", pair.daemon_a.log());
+
+    // The parent: root, but CAP_NET_ADMIN and CAP_KILL alone (bounding set included),
+    // no-new-privs, its seccomp filter on every thread, chrooted into the run directory.
+    let parent = pair.daemon_a.pid();
+    let status = status_of(parent);
+    assert_eq!(status_field(&status, "Uid").split_whitespace().next(), Some("0"));
+    for cap in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(status_field(&status, cap), NET_ADMIN_AND_KILL, "parent {cap}");
+    }
+    for cap in ["CapInh", "CapAmb"] {
+        assert_eq!(status_field(&status, cap), "0000000000000000", "parent {cap}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    for task in std::fs::read_dir(format!("/proc/{parent}/task")).expect("tasks") {
+        let task_status = std::fs::read_to_string(task.expect("task").path().join("status")).expect("status");
+        assert_eq!(status_field(&task_status, "Seccomp"), "2", "parent thread");
+    }
+    assert_eq!(std::fs::read_link(format!("/proc/{parent}/root")).expect("root"), Path::new("/run/yavipin"));
+
+    // Its children: netd, keyd and the script runner, which has CAP_NET_ADMIN alone and
+    // no-new-privs, and no filter (scripts inherit it).
+    let workers = pair.daemon_a.workers();
+    assert_eq!(workers.len(), 3, "netd, keyd, the script runner");
+    let runner = worker_of(&pair, "scripts");
+    let status = status_of(runner);
+    for cap in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(status_field(&status, cap), NET_ADMIN_ONLY, "runner {cap}");
+    }
+    assert_eq!((status_field(&status, "NoNewPrivs"), status_field(&status, "Seccomp")), ("1", "0"));
+
+    // The up script ran once, with its environment, as the runner's child with what it has.
+    let text = std::fs::read_to_string(&record).expect("the up script ran");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("up {} 198.18.0.2:5555", pair.a.name()), "{text}");
+    for (field, value) in [
+        ("CapEff", NET_ADMIN_ONLY),
+        ("CapPrm", NET_ADMIN_ONLY),
+        ("CapBnd", NET_ADMIN_ONLY),
+        ("CapInh", "0000000000000000"),
+        ("CapAmb", "0000000000000000"),
+        ("NoNewPrivs", "1"),
+        ("Seccomp", "0"),
+    ] {
+        assert_eq!(status_field(&text, field), value, "script {field}: {text}");
+    }
+    assert_eq!(text.matches("up ").count(), 1, "{text}");
+    assert!(pair.daemon_a.stop().success());
+    assert!(!Path::new(&format!("/run/yavipin/{}.sock", pair.a.name())).exists(), "control socket left behind");
+}
+
+/// Bytes of the slow client's request.
+const REQUEST: usize = 60;
+
+#[test]
+fn a_slow_control_client_does_not_delay_detecting_a_dead_worker() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !require_root("a_slow_control_client_does_not_delay_detecting_a_dead_worker") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    let path = format!("/run/yavipin/{}.sock", pair.a.name());
+    // A client that sends a request one byte per second, 60 bytes without a newline: a
+    // parent that served it to the end before anything else would be held for a minute.
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let (started, began) = std::sync::mpsc::channel();
+    let client = {
+        let sent = sent.clone();
+        std::thread::spawn(move || {
+            let mut stream = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+            for i in 0..REQUEST {
+                if stream.write_all(b"s").is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                if i == 1 {
+                    let _ = started.send(());
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    began.recv().expect("the client sent two bytes");
+    let netd = worker_of(&pair, "netd");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(netd).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let line =
+        pair.daemon_a.wait_for(&format!("netd (pid {netd})"), Duration::from_secs(90)).expect("the death is logged");
+    let at_detection = sent.load(Ordering::SeqCst);
+    assert!(line.contains("signal: 9"), "{line}");
+    assert!(at_detection < REQUEST / 2, "the death was noticed only after the slow client sent {at_detection} bytes");
+    assert_eq!(pair.daemon_a.wait().code(), Some(1));
+    let _ = client.join();
+}
+
+/// The pid of `pair.daemon_a`'s worker whose command line names `role`.
+fn worker_of(pair: &Pair, role: &str) -> u32 {
+    pair.daemon_a
+        .workers()
+        .into_iter()
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains(role)))
+        .unwrap_or_else(|| panic!("no {role}"))
+}
+
+fn stopped_netd(pair: &Pair) -> (u32, nix::unistd::Pid) {
+    let netd = worker_of(pair, "netd");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(netd).expect("pid"));
+    // Stopped, netd cannot obey a Shutdown.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop netd");
+    (netd, pid)
+}
+
+fn ended(pid: u32) -> bool {
+    yavipin_tests::netns::eventually(Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z ")
+    })
+}
+
+#[test]
+fn a_worker_that_does_not_stop_is_killed_through_its_pidfd() {
+    if !require_root("a_worker_that_does_not_stop_is_killed_through_its_pidfd") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    let (netd, _) = stopped_netd(&pair);
+    let _ = pair.daemon_a.stop();
+    assert!(pair.daemon_a.log().iter().any(|l| l.contains("netd did not stop in time, killing it")));
+    assert!(ended(netd), "netd outlived the parent's grace period");
+}
+
+#[test]
+fn a_worker_dies_with_its_parent() {
+    if !require_root("a_worker_dies_with_its_parent") {
+        return;
+    }
+    let mut pair = Pair::start(false);
+    let (netd, _) = stopped_netd(&pair);
+    let parent = nix::unistd::Pid::from_raw(i32::try_from(pair.daemon_a.pid()).expect("pid"));
+    // The parent gets no chance to stop anything: the kernel delivers netd's
+    // parent-death signal, SIGKILL, which a stopped process takes too.
+    nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGKILL).expect("kill the parent");
+    let _ = pair.daemon_a.wait();
+    // Killed, the parent could not remove its control socket.
+    let _ = std::fs::remove_file(format!("/run/yavipin/{}.sock", pair.a.name()));
+    assert!(ended(netd), "netd outlived its parent");
 }

@@ -187,6 +187,14 @@ pub enum Cause {
     /// A descriptor outside the keep-list is still open after closing.
     #[error("descriptor {0} is still open after closing inherited descriptors")]
     FdStillOpen(RawFd),
+    /// A descriptor the process does not account for is open.
+    #[error("descriptor {fd} ({what}) is open but not accounted for")]
+    UnexpectedFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// What it refers to.
+        what: String,
+    },
     /// A descriptor of the keep-list is not open.
     #[error("kept descriptor {0} is not open")]
     KeptFdNotOpen(RawFd),
@@ -233,6 +241,27 @@ pub enum Cause {
         set: &'static str,
         /// What is left.
         caps: String,
+    },
+    /// A capability set is not exactly what the process keeps.
+    #[error("capability set {set} holds {caps}, expected {expected}")]
+    CapsMismatch {
+        /// The set.
+        set: &'static str,
+        /// What it holds.
+        caps: String,
+        /// What it must hold.
+        expected: String,
+    },
+    /// The process that started this one is gone, so its death cannot end this one.
+    #[error("the parent process is gone (parent is now pid {0})")]
+    ParentGone(i32),
+    /// A directory to confine into is not safe.
+    #[error("{path}: {problem}")]
+    UnsafeRoot {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// A prctl state did not stick.
     #[error("{0} did not take effect")]

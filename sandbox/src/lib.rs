@@ -1,4 +1,5 @@
-//! The jail of yavipin's workers: privilege drop and seccomp for netd and keyd.
+//! The jail of yavipin's workers: privilege drop and seccomp for netd and keyd; and the
+//! parent's own confinement after setup ([`confine_parent`], see `confine.rs`).
 //!
 //! The root parent opens the tun device and the UDP socket, then re-executes itself as the two
 //! workers. Each worker calls [`jail`] first thing in `main`, while it is still root and
@@ -39,7 +40,9 @@
 //!    `setresuid(uid, uid, uid)` to the `yavipin` user (groups first: they need
 //!    `CAP_SETGID`, which the uid change removes). The kernel empties effective and permitted
 //!    when the last uid leaves 0; they are emptied explicitly too, for a caller that held
-//!    capabilities without being uid 0.
+//!    capabilities without being uid 0. The uid change clears the parent-death signal: it
+//!    is set again (`SIGKILL`), so a worker dies with the parent however the parent ends;
+//!    a parent already gone is an error.
 //! 6. **Verify** ([`Step::Verify`]): `setuid(0)`, `setresuid(0, 0, 0)`, `setgid(0)`,
 //!    `setresgid(0, 0, 0)` and `setgroups([0])` must all fail with `EPERM`; real, effective and
 //!    saved uid and gid and the group list are exactly the target's; all five capability sets
@@ -90,6 +93,7 @@
 
 #![deny(unsafe_code)]
 
+mod confine;
 mod error;
 pub mod policy;
 mod root;
@@ -109,11 +113,14 @@ use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::stat::Mode;
-use nix::unistd::{self, Gid, Uid, User};
+use nix::unistd::{self, Gid, Pid, Uid, User};
 use seccompiler::BpfProgram;
 
+pub use confine::{
+    Confined, PARENT_KEEPS, RUNNER_KEEPS, close_stray_descriptors, confine_parent, restrict_script_runner,
+};
 pub use error::{Cause, JailError, Step};
-pub use policy::PolicyError;
+pub use policy::{Policy, PolicyError};
 pub use root::{EmptyRoot, EmptyRootError, ensure_empty_root};
 
 /// The account the workers run as.
@@ -255,7 +262,7 @@ pub fn jail(role: Role, spec: &JailSpec) -> Result<Jailed, JailError> {
     // 4. No capabilities but the two the next step uses.
     drop_capabilities().map_err(at(Step::Capabilities))?;
     // 5. The unprivileged user.
-    change_ids(prep.uid, prep.gid).map_err(at(Step::Ids))?;
+    change_ids(prep.uid, prep.gid).and_then(|()| die_with(prep.parent)).map_err(at(Step::Ids))?;
     // 6. Root cannot come back.
     verify_no_way_back(prep.uid, prep.gid).map_err(at(Step::Verify))?;
     // 7. No execve could gain privileges.
@@ -275,6 +282,7 @@ pub fn jail(role: Role, spec: &JailSpec) -> Result<Jailed, JailError> {
 struct Prepared {
     uid: Uid,
     gid: Gid,
+    parent: Pid,
     keep: BTreeSet<RawFd>,
     filter: BpfProgram,
 }
@@ -306,25 +314,25 @@ fn prepare(role: Role, spec: &JailSpec) -> Result<Prepared, Cause> {
         return Err(Cause::UnknownCapabilities { kernel, known });
     }
     let filter = policy::compile(role)?;
-    Ok(Prepared { uid, gid, keep, filter })
+    Ok(Prepared { uid, gid, parent: unistd::getppid(), keep, filter })
 }
 
-fn read_proc(path: &str) -> Result<String, Cause> {
+pub(crate) fn read_proc(path: &str) -> Result<String, Cause> {
     fs::read_to_string(path).map_err(|source| Cause::Proc { path: path.to_owned(), source })
 }
 
-fn thread_count() -> Result<u64, Cause> {
+pub(crate) fn thread_count() -> Result<u64, Cause> {
     let status = read_proc("/proc/self/status")?;
     status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).ok_or_else(|| {
         Cause::Proc { path: "/proc/self/status".to_owned(), source: std::io::Error::other("no Threads: line") }
     })
 }
 
-fn sys(call: &'static str) -> impl Fn(Errno) -> Cause {
+pub(crate) fn sys(call: &'static str) -> impl Fn(Errno) -> Cause {
     move |errno| Cause::Sys { call, errno }
 }
 
-fn applied(state: nix::Result<bool>, what: &'static str) -> Result<(), Cause> {
+pub(crate) fn applied(state: nix::Result<bool>, what: &'static str) -> Result<(), Cause> {
     match state {
         Ok(true) => Ok(()),
         Ok(false) => Err(Cause::NotApplied(what)),
@@ -333,7 +341,7 @@ fn applied(state: nix::Result<bool>, what: &'static str) -> Result<(), Cause> {
 }
 
 /// Descriptors open in this process, read from /proc/self/fd (without the listing's own).
-fn open_fds() -> Result<BTreeSet<RawFd>, Cause> {
+pub(crate) fn open_fds() -> Result<BTreeSet<RawFd>, Cause> {
     let mut dir = Dir::open("/proc/self/fd", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys("open /proc/self/fd"))?;
     let own = dir.as_raw_fd();
@@ -349,7 +357,7 @@ fn open_fds() -> Result<BTreeSet<RawFd>, Cause> {
     Ok(fds)
 }
 
-fn close_inherited_fds(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
+pub(crate) fn close_inherited_fds(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
     for fd in open_fds()?.difference(keep) {
         match unistd::close(*fd) {
             // Linux releases the descriptor even when close() is interrupted.
@@ -368,7 +376,7 @@ fn close_inherited_fds(keep: &BTreeSet<RawFd>) -> Result<(), Cause> {
 }
 
 #[allow(unsafe_code)]
-fn clear_environment() -> Result<(), Cause> {
+pub(crate) fn clear_environment() -> Result<(), Cause> {
     // SAFETY: `prepare` checked that this process has a single thread, so no other thread can
     // read or write the environment while it is cleared; std keeps no pointer into `environ`
     // between its own calls.
@@ -413,7 +421,7 @@ fn enter_empty_root(path: &Path) -> Result<(), Cause> {
     Ok(())
 }
 
-fn caps_err(call: &'static str) -> impl Fn(caps::errors::CapsError) -> Cause {
+pub(crate) fn caps_err(call: &'static str) -> impl Fn(caps::errors::CapsError) -> Cause {
     move |e| Cause::Caps { call, message: e.to_string() }
 }
 
@@ -439,6 +447,18 @@ fn change_ids(uid: Uid, gid: Gid) -> Result<(), Cause> {
     unistd::setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
     caps::clear(None, CapSet::Effective).map_err(caps_err("clear the effective set"))?;
     caps::clear(None, CapSet::Permitted).map_err(caps_err("clear the permitted set"))?;
+    Ok(())
+}
+
+/// Dies with the parent: the uid change cleared the parent-death signal, so it is set
+/// again, and a worker outlives no parent, however the parent ends. If the parent is
+/// already gone, nothing would deliver it: an error.
+fn die_with(parent: Pid) -> Result<(), Cause> {
+    prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(sys("prctl(PR_SET_PDEATHSIG)"))?;
+    let now = unistd::getppid();
+    if now != parent {
+        return Err(Cause::ParentGone(now.as_raw()));
+    }
     Ok(())
 }
 

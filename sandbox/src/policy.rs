@@ -1,6 +1,7 @@
-//! Seccomp policies: reviewed data, one file per role, embedded in the binary.
+//! Seccomp policies: reviewed data, one file per process role, embedded in the binary.
 //!
-//! Each role's allow-list lives in `sandbox/seccomp/<role>.json`, in seccompiler's JSON format:
+//! Each role's allow-list lives in `sandbox/seccomp/<role>.json` (`netd`, `keyd`, and
+//! `parent` for the parent once it has set everything up), in seccompiler's JSON format:
 //! one filter named after the role, `mismatch_action` `kill_process`, `match_action` `allow`, and
 //! one rule per syscall (several rules for one syscall when each constrains arguments differently;
 //! the rules of one syscall are or-ed, the conditions of one rule are and-ed).
@@ -22,6 +23,46 @@ use seccompiler::{BpfProgram, TargetArch};
 use serde_json::{Map, Value};
 
 use crate::Role;
+
+/// The processes with a seccomp policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// The network worker.
+    Netd,
+    /// The key worker.
+    Keyd,
+    /// The parent, after setup.
+    Parent,
+}
+
+impl Policy {
+    /// Every policy.
+    pub const ALL: [Self; 3] = [Self::Netd, Self::Keyd, Self::Parent];
+
+    /// The filter's name in its file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Netd => "netd",
+            Self::Keyd => "keyd",
+            Self::Parent => "parent",
+        }
+    }
+}
+
+impl From<Role> for Policy {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Netd => Self::Netd,
+            Role::Keyd => Self::Keyd,
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The architectures the policies are written and tested for.
 pub const SUPPORTED_ARCHES: [&str; 2] = ["x86_64", "aarch64"];
@@ -119,27 +160,30 @@ pub struct Rule {
     pub constrained: bool,
 }
 
-/// The embedded policy text of a role.
-pub fn source(role: Role) -> &'static str {
-    match role {
-        Role::Netd => include_str!("../seccomp/netd.json"),
-        Role::Keyd => include_str!("../seccomp/keyd.json"),
+/// The embedded policy text of a process.
+pub fn source(policy: impl Into<Policy>) -> &'static str {
+    match policy.into() {
+        Policy::Netd => include_str!("../seccomp/netd.json"),
+        Policy::Keyd => include_str!("../seccomp/keyd.json"),
+        Policy::Parent => include_str!("../seccomp/parent.json"),
     }
 }
 
-/// The validated rules of a role for an architecture, in file order.
-pub fn rules(role: Role, arch: &str) -> Result<Vec<Rule>, PolicyError> {
-    Ok(select(role.name(), source(role), arch)?.1)
+/// The validated rules of a process's policy for an architecture, in file order.
+pub fn rules(policy: impl Into<Policy>, arch: &str) -> Result<Vec<Rule>, PolicyError> {
+    let policy = policy.into();
+    Ok(select(policy.name(), source(policy), arch)?.1)
 }
 
-/// Compiles a role's policy for the running architecture.
-pub fn compile(role: Role) -> Result<BpfProgram, PolicyError> {
-    compile_for(role, std::env::consts::ARCH)
+/// Compiles a process's policy for the running architecture.
+pub fn compile(policy: impl Into<Policy>) -> Result<BpfProgram, PolicyError> {
+    compile_for(policy, std::env::consts::ARCH)
 }
 
-/// Compiles a role's policy for a given architecture (any supported one, on any host).
-pub fn compile_for(role: Role, arch: &str) -> Result<BpfProgram, PolicyError> {
-    compile_source(role.name(), source(role), arch)
+/// Compiles a process's policy for a given architecture (any supported one, on any host).
+pub fn compile_for(policy: impl Into<Policy>, arch: &str) -> Result<BpfProgram, PolicyError> {
+    let policy = policy.into();
+    compile_source(policy.name(), source(policy), arch)
 }
 
 /// Validates and compiles a policy text whose single filter is named `name`.
@@ -238,7 +282,7 @@ fn select(name: &str, text: &str, arch: &str) -> Result<(String, Vec<Rule>), Pol
 mod tests {
     use super::*;
 
-    const ROLES: [Role; 2] = [Role::Netd, Role::Keyd];
+    const ROLES: [Policy; 3] = Policy::ALL;
 
     /// Syscalls no worker may ever make once jailed: file access, new sockets, process creation
     /// and replacement, debugging, identity changes, kernel-state changes.
@@ -312,6 +356,10 @@ mod tests {
         "fstat",
     ];
 
+    /// Of [`NEVER`], what the parent alone may do: accept control clients, remove its
+    /// control socket at exit (chrooted into the run directory), reap its children.
+    const PARENT_ONLY: &[&str] = &["accept4", "unlink", "unlinkat"];
+
     /// Syscalls netd needs and keyd must not have.
     const NETD_ONLY: &[&str] = &["readv", "writev", "recvmmsg", "sendmmsg", "epoll_wait", "epoll_pwait", "epoll_ctl"];
 
@@ -338,8 +386,9 @@ mod tests {
             for arch in SUPPORTED_ARCHES {
                 for rule in rules(role, arch).expect("valid policy") {
                     assert!(rule.reason.len() > 10, "{role}/{arch}: {} has a weak reason", rule.syscall);
-                    assert!(!NEVER.contains(&rule.syscall.as_str()), "{role} allows {}", rule.syscall);
-                    if role == Role::Keyd {
+                    let parent_may = role == Policy::Parent && PARENT_ONLY.contains(&rule.syscall.as_str());
+                    assert!(parent_may || !NEVER.contains(&rule.syscall.as_str()), "{role} allows {}", rule.syscall);
+                    if role == Policy::Keyd {
                         assert!(!NETD_ONLY.contains(&rule.syscall.as_str()), "keyd allows {}", rule.syscall);
                     }
                 }
@@ -362,8 +411,9 @@ mod tests {
 
     #[test]
     fn arch_specific_rules_are_selected() {
-        let names =
-            |role, arch| -> Vec<String> { rules(role, arch).expect("valid").into_iter().map(|r| r.syscall).collect() };
+        let names = |role: Role, arch| -> Vec<String> {
+            rules(role, arch).expect("valid").into_iter().map(|r| r.syscall).collect()
+        };
         let x86 = names(Role::Netd, "x86_64");
         let arm = names(Role::Netd, "aarch64");
         assert!(x86.iter().any(|s| s == "poll") && x86.iter().any(|s| s == "epoll_wait"));
@@ -425,6 +475,25 @@ mod tests {
         assert!(matches!(err, PolicyError::UnknownArch { .. }), "{err}");
         let err = compile_for(Role::Netd, "riscv64").expect_err("riscv64 not reviewed");
         assert!(matches!(err, PolicyError::UnsupportedArch(_)), "{err}");
+    }
+
+    /// The parent keeps only what supervision needs: no way to open, create, execute or
+    /// signal anything, no socket of its own making, no privilege change.
+    #[test]
+    fn the_parent_policy_is_the_workers_plus_little() {
+        for arch in SUPPORTED_ARCHES {
+            let parent: Vec<String> =
+                rules(Policy::Parent, arch).expect("valid").into_iter().map(|r| r.syscall).collect();
+            for never in
+                ["socket", "execve", "execveat", "clone", "clone3", "fork", "vfork", "kill", "ptrace", "openat"]
+            {
+                assert!(!parent.iter().any(|s| s == never), "the parent allows {never}");
+            }
+            let unlink = if arch == "x86_64" { "unlink" } else { "unlinkat" };
+            for needed in ["accept4", "wait4", "sendmsg", "recvmsg", "sendto", "recvfrom", unlink] {
+                assert!(parent.iter().any(|s| s == needed), "the parent needs {needed} on {arch}");
+            }
+        }
     }
 
     #[test]

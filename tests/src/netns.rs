@@ -199,15 +199,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start yavipind");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stream_lines(&mut child);
         Self { child, lines, log: Vec::new() }
     }
 
@@ -287,6 +279,21 @@ impl Daemon {
             })
             .collect()
     }
+}
+
+/// The lines `child` writes to its piped standard error, as they come, read by a thread of
+/// their own; the receiver ends when the output does.
+pub fn stream_lines(child: &mut Child) -> Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// How long a daemon has to stop on SIGTERM when its test ends before it is killed.

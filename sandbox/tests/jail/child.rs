@@ -27,7 +27,7 @@ use nix::sys::socket::{
 };
 use nix::sys::uio::{readv, writev};
 use nix::unistd::{Uid, getpid, gettid, pipe, read, write};
-use yavipin_sandbox::{JailSpec, Role, policy};
+use yavipin_sandbox::{JailSpec, Policy, Role, policy};
 
 pub(crate) const SCENARIO: &str = "YAVIPIN_SANDBOX_SCENARIO";
 pub(crate) const ENV_USER: &str = "YAVIPIN_SANDBOX_USER";
@@ -53,7 +53,11 @@ pub(crate) const FORBIDDEN: &[&str] = &[
 /// Calls netd may make but keyd may not.
 pub(crate) const KEYD_FORBIDDEN: &[&str] = &["fcntl-getfl", "epoll-wait", "readv", "sendmmsg"];
 
-/// Forbidden calls that need a resource made before the filter (both roles).
+/// Calls the parent may not make although a worker may (besides [`KEYD_FORBIDDEN`]): its
+/// filter has no randomness (it needs none) and no `fork` (it starts nothing after setup).
+pub(crate) const PARENT_FORBIDDEN: &[&str] = &["fork", "getrandom"];
+
+/// Forbidden calls that need a resource made before the filter (all roles).
 pub(crate) const FORBIDDEN_WITH_RESOURCES: &[&str] = &["fcntl-dupfd"];
 
 /// Runs `scenario`; returning means `main` returns too.
@@ -62,7 +66,7 @@ pub(crate) fn run(scenario: &str) {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).expect("RLIMIT_CORE");
     let parts: Vec<&str> = scenario.split(':').collect();
     match parts[..] {
-        ["filter", role, action] => filter(role_of(role), action),
+        ["filter", role, action] => filter(policy_of(role), action),
         ["jail", role] => jail(role_of(role), false),
         ["jail-threaded", role] => jail(role_of(role), true),
         _ => {
@@ -80,6 +84,13 @@ fn role_of(name: &str) -> Role {
     }
 }
 
+fn policy_of(name: &str) -> Policy {
+    match name {
+        "parent" => Policy::Parent,
+        worker => role_of(worker).into(),
+    }
+}
+
 /// One line to the runner, written at once.
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -87,7 +98,7 @@ fn say(line: &str) {
     out.flush().expect("flush");
 }
 
-fn install(role: Role) {
+fn install(role: Policy) {
     let program = policy::compile(role).expect("policy compiles");
     seccompiler::apply_filter_all_threads(&program).expect("install the filter");
 }
@@ -101,10 +112,10 @@ fn abort_on_panic() {
     }));
 }
 
-fn filter(role: Role, action: &str) -> ! {
+fn filter(role: Policy, action: &str) -> ! {
     match action {
         "permitted" => {
-            let world = World::new();
+            let world = World::new(role);
             install(role);
             world.exercise(role);
             say("ok");
@@ -131,7 +142,7 @@ fn filter(role: Role, action: &str) -> ! {
 
 /// A second thread exists before the filter is installed by the main thread; the runner
 /// inspects both threads in /proc, then the second thread makes a forbidden call.
-fn tsync(role: Role) {
+fn tsync(role: Policy) {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (tid_tx, tid_rx) = mpsc::channel();
     let other = std::thread::spawn(move || {
@@ -253,6 +264,13 @@ fn forbidden_call(what: &str) {
         "epoll-create" => {
             let _ = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC);
         }
+        "fork" => {
+            // SAFETY: the child only exits at once; no lock or allocation is touched.
+            if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+                std::process::exit(0);
+            }
+        }
+        "getrandom" => random(),
         other => panic!("unknown forbidden call {other}"),
     }
 }
@@ -265,10 +283,17 @@ struct World {
     udp: OwnedFd,
     udp_addr: SockaddrIn,
     epoll: Epoll,
+    /// The parent's: a listening control socket with a client that sent its request, a
+    /// netlink socket, a child to reap.
+    control: (std::os::unix::net::UnixListener, std::os::unix::net::UnixStream),
+    socket_path: PathBuf,
+    netlink: OwnedFd,
+    child: Mutex<Option<std::process::Child>>,
+    pidfd: Option<OwnedFd>,
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(role: Policy) -> Self {
         let pair =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
         let pipe = pipe().expect("pipe");
@@ -276,14 +301,55 @@ impl World {
         bind(udp.as_raw_fd(), &"127.0.0.1:0".parse::<SockaddrIn>().expect("addr")).expect("bind");
         let udp_addr: SockaddrIn = getsockname(udp.as_raw_fd()).expect("getsockname");
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
-        World { pair, pipe, udp, udp_addr, epoll }
+        let socket_path = std::env::temp_dir().join(format!("yavipin-filter-{}.sock", std::process::id()));
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("bind");
+        let mut client = std::os::unix::net::UnixStream::connect(&socket_path).expect("connect");
+        client.write_all(b"status\n").expect("request");
+        let netlink = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )
+        .expect("netlink socket");
+        // A child to kill and reap, for the parent only (no other role may kill it).
+        let child = (role == Policy::Parent).then(|| {
+            std::process::Command::new("/bin/sleep")
+                .arg("30")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("a child")
+        });
+        // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor we own.
+        let pidfd = child.as_ref().map(|child| unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, libc::pid_t::try_from(child.id()).expect("pid"), 0);
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(i32::try_from(fd).expect("a pidfd"))
+        });
+        World {
+            pair,
+            pipe,
+            udp,
+            udp_addr,
+            epoll,
+            control: (listener, client),
+            socket_path,
+            netlink,
+            child: Mutex::new(child),
+            pidfd,
+        }
     }
 
     /// Every kind of call the role's event loop makes, under the filter.
-    fn exercise(self, role: Role) {
+    fn exercise(self, role: Policy) {
         common(&self);
-        if role == Role::Netd {
-            netd_only(&self);
+        match role {
+            Policy::Netd => {
+                random();
+                netd_only(&self);
+            }
+            Policy::Keyd => random(),
+            Policy::Parent => parent_only(&self),
         }
         // close
         drop(self);
@@ -309,9 +375,6 @@ fn common(w: &World) {
     let mut fds = [PollFd::new(w.pair.1.as_fd(), PollFlags::POLLIN)];
     assert_eq!(ppoll(&mut fds, None, None).expect("ppoll"), 1);
     let _ = recv(b, &mut buf, MsgFlags::empty()).expect("recv");
-    // getrandom
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).expect("getrandom");
     // clock_gettime: the vDSO, and the syscall itself (the vDSO's fallback)
     let _ = std::time::Instant::now();
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -340,6 +403,52 @@ fn common(w: &World) {
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_SETMASK, None, Some(&mut old)).expect("sigprocmask");
     let _ = (getpid(), gettid());
+}
+
+/// Nonces and keys, in the workers only.
+fn random() {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("getrandom");
+}
+
+/// The parent's event loop after setup: a control client accepted non-blocking and
+/// answered, a netlink request and its acknowledgement, a child reaped, its control socket
+/// removed at exit.
+fn parent_only(world: &World) {
+    let (listener, client) = &world.control;
+    let served =
+        nix::sys::socket::accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).expect("accept4");
+    let mut buf = [0u8; 64];
+    assert_eq!(read(&served, &mut buf).expect("read request"), 7);
+    write(&served, b"{}\n").expect("write reply");
+    drop(served);
+    // RTM_GETLINK for ifindex 1 (lo), answered by the kernel: sendto, recvfrom.
+    let mut request = [0u8; 32];
+    request[..4].copy_from_slice(&32u32.to_ne_bytes());
+    request[4..6].copy_from_slice(&18u16.to_ne_bytes());
+    request[6..8].copy_from_slice(&(1u16 | 4).to_ne_bytes());
+    request[20..24].copy_from_slice(&1i32.to_ne_bytes());
+    let kernel = nix::sys::socket::NetlinkAddr::new(0, 0);
+    sendto(world.netlink.as_raw_fd(), &request, &kernel, MsgFlags::empty()).expect("netlink sendto");
+    let mut answer = [0u8; 4096];
+    assert!(
+        recvfrom::<nix::sys::socket::NetlinkAddr>(world.netlink.as_raw_fd(), &mut answer).expect("recvfrom").0 > 16
+    );
+    let _ = client;
+    let mut child = world.child.lock().expect("child").take().expect("a child");
+    // SAFETY: pidfd_send_signal with a null siginfo reads no memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            world.pidfd.as_ref().expect("a pidfd").as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "pidfd_send_signal(SIGKILL)");
+    let _ = child.wait().expect("wait4");
+    std::fs::remove_file(&world.socket_path).expect("unlink");
 }
 
 fn netd_only(world: &World) {

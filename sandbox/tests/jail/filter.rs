@@ -1,16 +1,16 @@
-//! The seccomp filters alone, as `jail` installs them last: forbidden calls die with SIGSYS,
-//! the event loop's calls work, abort and panic still end in SIGABRT, and TSYNC puts the
-//! filter on every thread. No privilege needed.
+//! The seccomp filters alone, as `jail` (and `confine_parent` for the parent) installs them
+//! last: forbidden calls die with SIGSYS, the event loop's calls work, abort and panic still
+//! end in SIGABRT, and TSYNC puts the filter on every thread. No privilege needed.
 
 use nix::sys::signal::Signal;
 
-use crate::child::{FORBIDDEN, FORBIDDEN_WITH_RESOURCES, KEYD_FORBIDDEN};
+use crate::child::{FORBIDDEN, FORBIDDEN_WITH_RESOURCES, KEYD_FORBIDDEN, PARENT_FORBIDDEN};
 use crate::procfs::Status;
 use crate::{Outcome, Scenario, Test, test};
 
 pub(crate) fn tests() -> Vec<Test> {
     let mut tests = Vec::new();
-    for role in ["netd", "keyd"] {
+    for role in ["netd", "keyd", "parent"] {
         tests.push(test(format!("filter_{role}_permitted_calls_work"), move || {
             let mut child = Scenario::start(&format!("filter:{role}:permitted"), &[]);
             child.expect_line("ok");
@@ -18,8 +18,11 @@ pub(crate) fn tests() -> Vec<Test> {
             Outcome::Passed
         }));
         let mut forbidden: Vec<&str> = FORBIDDEN.iter().chain(FORBIDDEN_WITH_RESOURCES).copied().collect();
-        if role == "keyd" {
+        if role != "netd" {
             forbidden.extend(KEYD_FORBIDDEN);
+        }
+        if role == "parent" {
+            forbidden.extend(PARENT_FORBIDDEN);
         }
         for call in forbidden {
             tests.push(test(format!("filter_{role}_{call}_dies_with_sigsys"), move || {
